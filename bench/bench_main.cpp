@@ -1,0 +1,449 @@
+// ws6455 benchmarks: receive and send paths, masking, UTF-8, with memcpy of the
+// same bytes and the peers (wslay, Boost.Beast) in the same process run.
+//
+// Receive cases use manual timing: each iteration first restores the masked
+// input (a memcpy from a pristine copy, untimed: ws6455 unmasks in place, so the
+// buffer must be masked again), then times one pass over the whole buffer. The
+// "+copy" variant times that memcpy too, which is what the peers pay: they pull
+// bytes through a read callback into their own buffers (recv(2)'s copy).
+//
+//   ws6455_bench [google benchmark flags]
+//   ws6455_bench --ipf CASE PASSES   callgrind mode: runs CASE (a receive case
+//                                    name) with collection on only around the passes.
+#include <benchmark/benchmark.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define WS6455_HAVE_CALLGRIND 1
+#endif
+
+#include "cases.hpp"
+#include "cpu_features.hpp"
+#include "frames.hpp"
+#include "mask.hpp"
+#include "random.hpp"
+#include "utf8.hpp"
+#include "ws6455/connection.hpp"
+#include "ws6455/frame_header.hpp"
+
+// ------------------------------------------------------------ counting allocator
+namespace bench {
+std::atomic<std::uint64_t> g_allocations{0};
+}
+namespace {
+void* counted_alloc(std::size_t n) {
+  bench::g_allocations.fetch_add(1, std::memory_order_relaxed);
+  return std::malloc(n ? n : 1);
+}
+void* counted_aligned_alloc(std::size_t n, std::align_val_t a) {
+  bench::g_allocations.fetch_add(1, std::memory_order_relaxed);
+  const std::size_t al = static_cast<std::size_t>(a);
+  return std::aligned_alloc(al, (n + al - 1) / al * al);
+}
+}  // namespace
+void* operator new(std::size_t n) {
+  if (void* p = counted_alloc(n)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) {
+  if (void* p = counted_alloc(n)) return p;
+  throw std::bad_alloc();
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+void* operator new(std::size_t n, std::align_val_t a) {
+  if (void* p = counted_aligned_alloc(n, a)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+  if (void* p = counted_aligned_alloc(n, a)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+namespace bench {
+
+std::map<std::string, recv_factory>& recv_cases() {
+  static std::map<std::string, recv_factory> m;
+  return m;
+}
+
+namespace {
+
+// Manual timing reads this thread's CPU clock, not the wall clock: the machine is
+// shared, and time spent descheduled is not the code's. (Cache interference from
+// other processes still shows; compare ratios within one run.)
+struct clock_type {
+  using duration = std::chrono::nanoseconds;
+  using time_point = std::chrono::time_point<clock_type, duration>;
+  static time_point now() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return time_point(duration(static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec));
+  }
+};
+
+// ------------------------------------------------------------ ws6455 receive
+struct ws6455_case final : recv_case {
+  const frame_buffer& fb;
+  std::vector<std::byte> work;
+  ws6455::connection conn;
+  std::array<ws6455::event, 256> events{};
+  std::size_t read_size;  // feed the buffer in reads of this size (0: all at once)
+  bool copy_in;           // the restoring memcpy is part of the timed pass
+
+  static ws6455::config make_config(ws6455::delivery d) {
+    ws6455::config c;
+    c.mode = d;
+    return c;
+  }
+  ws6455_case(const frame_buffer& b, ws6455::delivery d, std::size_t reads, bool copy)
+      : fb(b), work(b.pristine), conn(ws6455::role::server, make_config(d)), read_size(reads), copy_in(copy) {
+    frames = fb.frames;
+    payload_bytes = fb.payload_bytes;
+    wire_bytes = fb.pristine.size();
+  }
+  void restore() override {
+    if (!copy_in) std::memcpy(work.data(), fb.pristine.data(), work.size());
+  }
+  std::size_t pass() override {
+    if (copy_in) std::memcpy(work.data(), fb.pristine.data(), work.size());
+    std::size_t seen = 0, bytes = 0;
+    std::size_t pos = 0;
+    const std::size_t total = work.size();
+    while (pos < total) {
+      const std::size_t end = read_size ? std::min(total, pos + read_size) : total;
+      std::span<std::byte> in(work.data() + pos, end - pos);
+      while (!in.empty()) {
+        const auto r = conn.feed(in, events);
+        for (std::size_t i = 0; i < r.events; ++i) {
+          const ws6455::event& ev = events[i];
+          if (ev.type != ws6455::event_type::binary && ev.type != ws6455::event_type::text)
+            throw std::runtime_error("unexpected event");
+          bytes += ev.data.size();
+          seen += ev.fin;
+        }
+        in = in.subspan(r.consumed);
+      }
+      pos = end;
+    }
+    benchmark::DoNotOptimize(bytes);
+    return seen;
+  }
+};
+
+void register_ws6455_cases() {
+  for (auto kind : {payload_kind::binary, payload_kind::text_ascii, payload_kind::text_mixed})
+    for (std::size_t size : kSizes) {
+      const std::string tail = std::string(to_string(kind)) + "/";
+      const std::string sz = size_label(size);
+      auto add = [&](const std::string& mode, ws6455::delivery d, std::size_t reads, bool copy) {
+        recv_cases()["ws6455/" + tail + mode + "/" + sz] = [=] {
+          return std::make_unique<ws6455_case>(frames_for(kind, size), d, reads, copy);
+        };
+      };
+      add("whole", ws6455::delivery::whole_messages, 0, false);
+      add("stream", ws6455::delivery::streaming, 0, false);
+      add("whole+copy", ws6455::delivery::whole_messages, 0, true);
+      if (kind == payload_kind::binary) add("stream_4k_reads", ws6455::delivery::streaming, 4096, false);
+    }
+}
+
+void run_recv(benchmark::State& st, const recv_factory& make) {
+  std::unique_ptr<recv_case> c;
+  try {
+    c = make();
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    return;
+  }
+  std::uint64_t allocs = 0, passes = 0;
+  // One untimed warm-up pass: first-use growth (reassembly storage) is not per frame.
+  c->restore();
+  if (c->pass() != c->frames) {
+    st.SkipWithError("frame count mismatch");
+    return;
+  }
+  for (auto _ : st) {
+    c->restore();
+    const std::uint64_t a0 = allocations();
+    const auto t0 = clock_type::now();
+    const std::size_t seen = c->pass();
+    const auto t1 = clock_type::now();
+    allocs += allocations() - a0;
+    ++passes;
+    benchmark::DoNotOptimize(seen);
+    st.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+  }
+  st.counters["frames"] = static_cast<double>(c->frames);
+  st.counters["payload_bytes"] = static_cast<double>(c->payload_bytes);
+  st.counters["wire_bytes"] = static_cast<double>(c->wire_bytes);
+  st.counters["allocs_per_frame"] = static_cast<double>(allocs) / static_cast<double>(passes * c->frames);
+  st.SetBytesProcessed(static_cast<std::int64_t>(c->payload_bytes * passes));
+}
+
+// ------------------------------------------------------------ memcpy, the limit
+void bm_memcpy(benchmark::State& st, std::size_t size) {
+  const frame_buffer& fb = frames_for(payload_kind::binary, size);
+  std::vector<std::byte> dst(fb.pristine.size());
+  for (auto _ : st) {
+    const auto t0 = clock_type::now();
+    std::memcpy(dst.data(), fb.pristine.data(), dst.size());
+    benchmark::ClobberMemory();
+    const auto t1 = clock_type::now();
+    st.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+  }
+  st.counters["frames"] = static_cast<double>(fb.frames);
+  st.counters["payload_bytes"] = static_cast<double>(fb.payload_bytes);
+  st.counters["wire_bytes"] = static_cast<double>(fb.pristine.size());
+  st.SetBytesProcessed(static_cast<std::int64_t>(fb.pristine.size() * st.iterations()));
+}
+
+// ------------------------------------------------------------ send path
+// The same number of frames as the receive buffer of this size, per iteration.
+void bm_send(benchmark::State& st, std::size_t size, int variant) {
+  const frame_buffer& fb = frames_for(payload_kind::binary, size);
+  const auto payload = make_payload(payload_kind::binary, size, 99);
+  const std::span<const std::byte> body(payload);
+  ws6455::connection conn(variant == 2 ? ws6455::role::client : ws6455::role::server);
+  std::size_t wire = 0;
+  std::uint64_t allocs = 0;
+  auto one_pass = [&] {
+    std::size_t bytes = 0;
+    if (variant == 0) {
+      // Server, zero copy: the header from a small array, the payload from the
+      // caller's memory (two iovecs for writev).
+      for (std::size_t f = 0; f < fb.frames; ++f) {
+        const ws6455::frame_header h = ws6455::encode_frame_header(ws6455::opcode::binary, true, false, body.size());
+        std::array<std::span<const std::byte>, 2> iov{std::span<const std::byte>(h.bytes.data(), h.size), body};
+        benchmark::DoNotOptimize(iov);
+        bytes += iov[0].size() + iov[1].size();
+      }
+    } else {
+      // connection::send_binary: header + payload copied (server) or masked with
+      // a fresh key per frame (client) into the output, drained like a socket would.
+      for (std::size_t f = 0; f < fb.frames; ++f) {
+        if (conn.send_binary(body) != ws6455::send_result::ok) throw std::runtime_error("send failed");
+        const auto out = conn.pending_output();
+        if (out.size() >= 64 * 1024 || f + 1 == fb.frames) {
+          benchmark::DoNotOptimize(out.data());
+          bytes += out.size();
+          conn.consume_output(out.size());
+        }
+      }
+    }
+    return bytes;
+  };
+  one_pass();  // warm-up: the output buffer reaches its working size
+  for (auto _ : st) {
+    const std::uint64_t a0 = allocations();
+    const auto t0 = clock_type::now();
+    wire = one_pass();
+    const auto t1 = clock_type::now();
+    allocs += allocations() - a0;
+    st.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+  }
+  st.counters["frames"] = static_cast<double>(fb.frames);
+  st.counters["payload_bytes"] = static_cast<double>(fb.frames * size);
+  st.counters["wire_bytes"] = static_cast<double>(wire);
+  st.counters["allocs_per_frame"] =
+      static_cast<double>(allocs) / static_cast<double>(static_cast<std::uint64_t>(st.iterations()) * fb.frames);
+  st.SetBytesProcessed(static_cast<std::int64_t>(fb.frames * size * st.iterations()));
+}
+
+// ------------------------------------------------------------ masking alone
+using mask_fn = std::size_t (*)(std::byte*, std::size_t, const std::byte*, std::size_t) noexcept;
+void bm_mask(benchmark::State& st, mask_fn fn, std::size_t size) {
+  std::vector<std::byte> buf(size + 64);
+  std::byte* p = buf.data() + 1;  // unaligned, like a payload after a 6-byte header
+  const std::byte key[4] = {std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4}};
+  std::size_t phase = 0;
+  for (auto _ : st) {
+    phase = fn(p, size, key, phase);
+    benchmark::ClobberMemory();
+  }
+  st.counters["payload_bytes"] = static_cast<double>(size);
+  st.counters["wire_bytes"] = static_cast<double>(size);
+  st.SetBytesProcessed(static_cast<std::int64_t>(size * st.iterations()));
+}
+
+// ------------------------------------------------------------ UTF-8 alone
+using utf8_fn = bool (*)(ws6455::detail::utf8_state&, const std::byte*, std::size_t) noexcept;
+std::vector<std::byte> utf8_corpus(const std::string& which, std::size_t size) {
+  std::vector<std::byte> v;
+  auto put = [&](std::uint32_t cp) {
+    if (cp < 0x80) {
+      v.push_back(std::byte(cp));
+    } else if (cp < 0x800) {
+      v.push_back(std::byte(0xC0 | (cp >> 6))); v.push_back(std::byte(0x80 | (cp & 0x3F)));
+    } else if (cp < 0x10000) {
+      v.push_back(std::byte(0xE0 | (cp >> 12))); v.push_back(std::byte(0x80 | ((cp >> 6) & 0x3F)));
+      v.push_back(std::byte(0x80 | (cp & 0x3F)));
+    } else {
+      v.push_back(std::byte(0xF0 | (cp >> 18))); v.push_back(std::byte(0x80 | ((cp >> 12) & 0x3F)));
+      v.push_back(std::byte(0x80 | ((cp >> 6) & 0x3F))); v.push_back(std::byte(0x80 | (cp & 0x3F)));
+    }
+  };
+  std::uint32_t x = 12345;
+  auto rnd = [&] { return x = x * 1103515245u + 12345u, (x >> 8); };
+  if (which == "mixed" || which == "ascii") {
+    auto p = make_payload(which == "mixed" ? payload_kind::text_mixed : payload_kind::text_ascii, size, 7);
+    return p;
+  }
+  while (v.size() + 4 < size) {
+    if (which == "greek") put(rnd() % 5 == 0 ? 0x20 : 0x3B1 + rnd() % 25);        // 2-byte heavy
+    else if (which == "cjk") put(rnd() % 8 == 0 ? 0x3002 : 0x4E00 + rnd() % 20000);  // 3-byte heavy
+    else if (which == "emoji") put(0x1F300 + rnd() % 0x700);                         // 4-byte only
+    else if (which == "invalid_late") put(0x61 + rnd() % 26);
+  }
+  while (v.size() < size) v.push_back(std::byte{'.'});
+  if (which == "invalid_late") v[size - 16] = std::byte{0xC0};
+  return v;
+}
+void bm_utf8(benchmark::State& st, utf8_fn fn, const std::vector<std::byte>* text) {
+  for (auto _ : st) {
+    ws6455::detail::utf8_state s = 0;
+    bool ok = fn(s, text->data(), text->size());
+    benchmark::DoNotOptimize(ok);
+  }
+  st.counters["payload_bytes"] = static_cast<double>(text->size());
+  st.counters["wire_bytes"] = static_cast<double>(text->size());
+  st.SetBytesProcessed(static_cast<std::int64_t>(text->size() * st.iterations()));
+}
+
+void register_all() {
+  register_ws6455_cases();
+#if defined(WS6455_BENCH_WSLAY)
+  register_wslay_cases();
+#endif
+#if defined(WS6455_BENCH_BEAST)
+  register_beast_cases();
+#endif
+  for (const auto& [name, make] : recv_cases())
+    benchmark::RegisterBenchmark(("recv/" + name).c_str(), [make = make](benchmark::State& st) { run_recv(st, make); })
+        ->UseManualTime();
+  for (std::size_t size : kSizes) {
+    const std::string sz = size_label(size);
+    benchmark::RegisterBenchmark(("memcpy/" + sz).c_str(), [size](benchmark::State& st) { bm_memcpy(st, size); })
+        ->UseManualTime();
+    const char* sends[] = {"server_writev", "server_copy", "client_masked"};
+    for (int v = 0; v < 3; ++v)
+      benchmark::RegisterBenchmark((std::string("send/") + sends[v] + "/" + sz).c_str(),
+                                   [size, v](benchmark::State& st) { bm_send(st, size, v); })
+          ->UseManualTime();
+  }
+  using namespace ws6455::detail;
+  struct {
+    const char* name;
+    simd_level level;
+    mask_fn fn;
+  } masks[] = {{"scalar", simd_level::portable, &mask_in_place_scalar},
+               {"portable", simd_level::portable, &mask_in_place_portable},
+               {"sse2", simd_level::sse2, &mask_in_place_sse2},
+               {"avx2", simd_level::avx2, &mask_in_place_avx2},
+               {"dispatch", simd_level::portable, &mask_in_place}};
+  for (const auto& m : masks) {
+    if (!simd_level_supported(m.level)) continue;
+    for (std::size_t size : {std::size_t{16}, std::size_t{125}, std::size_t{1024}, std::size_t{16384},
+                             std::size_t{262144}})
+      benchmark::RegisterBenchmark((std::string("mask/") + m.name + "/" + size_label(size)).c_str(),
+                                   [fn = m.fn, size](benchmark::State& st) { bm_mask(st, fn, size); });
+  }
+  struct {
+    const char* name;
+    simd_level level;
+    utf8_fn fn;
+  } validators[] = {{"scalar", simd_level::portable, &utf8_validate_scalar},
+                    {"portable", simd_level::portable, &utf8_validate_portable},
+                    {"ssse3", simd_level::ssse3, &utf8_validate_ssse3},
+                    {"avx2", simd_level::avx2, &utf8_validate_avx2},
+                    {"dispatch", simd_level::portable, &utf8_validate}};
+  static std::vector<std::vector<std::byte>> corpora;
+  corpora.reserve(8);
+  for (const char* text : {"ascii", "greek", "cjk", "emoji", "mixed", "invalid_late"}) {
+    corpora.push_back(utf8_corpus(text, 256 * 1024));
+    const auto* corpus = &corpora.back();
+    for (const auto& v : validators) {
+      if (!simd_level_supported(v.level)) continue;
+      benchmark::RegisterBenchmark((std::string("utf8/") + text + "/" + v.name).c_str(),
+                                   [fn = v.fn, corpus](benchmark::State& st) { bm_utf8(st, fn, corpus); });
+    }
+  }
+}
+
+// ------------------------------------------------------------ callgrind mode
+int run_ipf(const std::string& name, long passes) {
+  const auto it = recv_cases().find(name);
+  if (it == recv_cases().end()) {
+    std::fprintf(stderr, "no receive case %s\n", name.c_str());
+    return 2;
+  }
+  auto c = it->second();
+  c->restore();
+  c->pass();  // warm-up, not collected
+  std::size_t frames = 0;
+  for (long i = 0; i < passes; ++i) {
+    c->restore();
+#if defined(WS6455_HAVE_CALLGRIND)
+    CALLGRIND_TOGGLE_COLLECT;
+#endif
+    frames += c->pass();
+#if defined(WS6455_HAVE_CALLGRIND)
+    CALLGRIND_TOGGLE_COLLECT;
+#endif
+  }
+  std::printf("frames %zu\n", frames);
+  return 0;
+}
+
+}  // namespace
+}  // namespace bench
+
+int main(int argc, char** argv) {
+  bench::register_all();
+  if (argc >= 2 && std::string(argv[1]) == "--ipf") {
+    if (argc < 4) {
+      std::fprintf(stderr, "usage: %s --ipf CASE PASSES\n", argv[0]);
+      return 2;
+    }
+    return bench::run_ipf(argv[2], std::strtol(argv[3], nullptr, 10));
+  }
+  if (argc >= 2 && std::string(argv[1]) == "--list-recv") {
+    for (const auto& [name, make] : bench::recv_cases()) std::printf("%s\n", name.c_str());
+    return 0;
+  }
+  benchmark::AddCustomContext("ws6455_simd", ws6455::detail::to_string(ws6455::detail::detected_simd_level()));
+#if defined(WS6455_BENCH_WSLAY)
+  benchmark::AddCustomContext("peer_wslay", "yes");
+#else
+  benchmark::AddCustomContext("peer_wslay", "skipped: libwslay-dev not found at configure time");
+#endif
+#if defined(WS6455_BENCH_BEAST)
+  benchmark::AddCustomContext("peer_beast", "yes");
+#else
+  benchmark::AddCustomContext("peer_beast", "skipped: Boost.Beast headers not found at configure time");
+#endif
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

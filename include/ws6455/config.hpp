@@ -1,0 +1,42 @@
+// Limits and options of one connection's frame layer. Defaults follow the
+// brief and LESSONS.md: strict by default, leniency only by explicit flag.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "ws6455/deflate_params.hpp"
+
+namespace ws6455 {
+
+// Which end of the connection we are. RFC 6455 §5.1: clients mask, servers do not.
+enum class role : std::uint8_t { server, client };
+
+// How data messages are reported.
+enum class delivery : std::uint8_t {
+  whole_messages,  // one event per message, reassembled (bounded by max_message_size)
+  streaming,       // one event per piece of payload as it arrives; `fin` marks the last
+};
+
+// Fills `out` with cryptographically random bytes (client masking keys, RFC 6455 §5.3).
+// Injectable so tests can be deterministic; nullptr means OpenSSL's RAND_bytes.
+using random_source = void (*)(void* context, std::span<std::byte> out);
+
+struct config {
+  std::size_t max_frame_size = 16u << 20;    // declared payload length of one frame (1009 past it)
+  std::size_t max_message_size = 64u << 20;  // reassembled (and inflated) message size (1009)
+  std::uint32_t max_fragments = 131072;      // frames per message, empty ones included (1009)
+  std::size_t write_buffer_size = 128u << 10;        // output capacity kept between drains
+  std::size_t max_write_buffer_size = 128u << 20;    // pending output past which sends are refused
+  std::uint32_t max_queued_pongs = 16;       // automatic pongs waiting in the output at once
+  bool accept_unmasked_frames = false;       // server only: tolerate unmasked client frames
+  bool auto_pong = true;                     // answer pings by itself (the ping is still reported)
+  delivery mode = delivery::whole_messages;
+  std::optional<deflate_params> deflate;     // permessage-deflate as negotiated (RFC 7692)
+  random_source random = nullptr;
+  void* random_context = nullptr;
+};
+
+}  // namespace ws6455

@@ -1,0 +1,27 @@
+// ws6455: one CLI for the engine's tools.
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+int decode_main(int argc, char** argv);
+int encode_main(int argc, char** argv);
+
+static void usage(std::FILE* f) {
+  std::fputs(
+      "usage: ws6455 <command> [options]\n"
+      "commands:\n"
+      "  decode    read a raw byte stream on stdin, print its events as JSON lines\n"
+      "  encode    read messages as JSON lines on stdin, write their frames to stdout\n",
+      f);
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2) { usage(stderr); return 2; }
+  const std::string_view cmd = argv[1];
+  if (cmd == "decode") return decode_main(argc - 1, argv + 1);
+  if (cmd == "encode") return encode_main(argc - 1, argv + 1);
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") { usage(stdout); return 0; }
+  std::fprintf(stderr, "ws6455: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return 2;
+}
