@@ -47,10 +47,11 @@ build() {
   if [ ! -f "$dir/build.ninja" ]; then
     CXX=clang++ meson setup "$dir" -Dfuzz=true -Dtests=false -Dbench=false "$@" >&2 || exit 2
   fi
-  local want=()
+  local want=() defined
+  defined=$(ninja -C "$dir" -t targets all 2>/dev/null)
   for t in ${FUZZ_TARGETS:-${ALL_TARGETS[*]}}; do
     # Targets whose source is missing are not defined in fuzz/meson.build.
-    if ninja -C "$dir" -t targets all 2>/dev/null | grep -q "^fuzz/$t:"; then want+=("fuzz/$t"); fi
+    if grep -q "^fuzz/$t:" <<<"$defined"; then want+=("fuzz/$t"); fi
   done
   if [ ${#want[@]} -eq 0 ]; then echo "fuzz: no targets to build" >&2; exit 2; fi
   ninja -C "$dir" -j"$JOBS" "${want[@]}" >&2 || { echo "fuzz: build failed" >&2; exit 2; }

@@ -188,6 +188,10 @@ connection::feed_result connection::feed(std::span<std::byte> input, std::span<e
   bool stop = false;
 
   while (!stop && n < events.size() && rx_ != rx::done) {
+    if (rx_ == rx::header && stash_len_ == 0 && !in_message_) {
+      pos = fast_frames(data, pos, len, events, n);
+      if (rx_ == rx::done || n == events.size()) break;
+    }
     if (rx_ == rx::header) {
       if (pos == len) break;
       const std::byte* h;
@@ -248,6 +252,76 @@ connection::feed_result connection::feed(std::span<std::byte> input, std::span<e
   }
   if (rx_ == rx::done) pos = len;  // input after a close or a failure is ignored
   return {pos, n};
+}
+
+std::size_t connection::fast_frames(std::byte* data, std::size_t pos, std::size_t len, std::span<event> events,
+                                    std::size_t& n) {
+  // The common case in one pass, without the per-frame state machine: a whole,
+  // unfragmented, uncompressed text or binary frame, header and payload both in the
+  // caller's buffer. Anything else (a control frame, a fragment, RSV bits, a length in
+  // a non-minimal form, a limit, a partial frame) leaves it to the general path, which
+  // re-reads the frame from its first byte: nothing here changes state before the
+  // frame is known to be taken whole.
+  const bool server = role_ == role::server;
+  const unsigned want_mask = server ? 0x80 : 0;
+  const std::uint64_t limit = std::min<std::uint64_t>(cfg_.max_frame_size, cfg_.max_message_size);
+  if (cfg_.max_fragments == 0) return pos;
+  const std::size_t mask_bytes = want_mask ? 4 : 0;
+  // Locals, not the members and references they mirror: stores through `events`
+  // could alias them, which would force a reload per frame.
+  event* const out = events.data();
+  const std::size_t room = events.size();
+  std::size_t k = n;
+  for (; k < room; ++k) {
+    const std::size_t avail = len - pos;
+    if (avail < 2) break;
+    const std::byte* h = data + pos;
+    const unsigned b0 = static_cast<unsigned>(h[0]);
+    const unsigned b1 = static_cast<unsigned>(h[1]);
+    // FIN=1, RSV=0, text or binary, mask bit as our role requires.
+    if ((b0 & 0xF0) != 0x80 || (b0 & 0x0F) - 1 > 1 || (b1 & 0x80) != want_mask) break;
+    const unsigned len7 = b1 & 0x7F;
+    std::size_t header = 2 + mask_bytes;
+    std::uint64_t size = len7;
+    if (len7 >= 126) {
+      if (avail < 10) break;
+      if (len7 == 126) {
+        size = load_be16(h + 2);
+        header += 2;
+        if (size < 126) break;
+      } else {
+        size = load_be64(h + 2);
+        header += 8;
+        if (size <= 0xFFFF || (size >> 63)) break;
+      }
+    }
+    // size < 2^63 here, so header + size cannot wrap.
+    if (header + size > avail || size > limit) break;
+    std::byte* payload = data + pos + header;
+    if (want_mask) {
+      if (size <= 16) detail::mask_small(payload, payload, size, h + header - 4, 0);
+      else detail::mask_in_place(payload, size, h + header - 4, 0);
+    }
+    pos += header + size;
+    const bool text = (b0 & 0x0F) == static_cast<unsigned>(opcode::text);
+    if (text) {
+      detail::utf8_state st = 0;
+      if (!detail::utf8_validate(st, payload, size) || !detail::utf8_complete(st)) {
+        n = k;
+        fail(protocol_error::invalid_utf8, events, n);  // §8.1
+        return pos;
+      }
+    }
+    event& ev = out[k];
+    ev.type = text ? event_type::text : event_type::binary;
+    ev.fin = true;
+    ev.code = 0;
+    ev.error = protocol_error::none;
+    ev.data = {payload, static_cast<std::size_t>(size)};
+    ev.reason = {};
+  }
+  n = k;
+  return pos;
 }
 
 void connection::emit(const event& ev, std::span<event> events, std::size_t& n) noexcept {
@@ -418,6 +492,11 @@ bool connection::feed_eof(event& out) {
 
 // ---------------------------------------------------------------- sending
 
+bool connection::output_fits(std::size_t frame_bytes) const noexcept {
+  const std::size_t pending = out_size_ - out_head_;
+  return frame_bytes <= cfg_.max_write_buffer_size && pending <= cfg_.max_write_buffer_size - frame_bytes;
+}
+
 std::byte* connection::reserve_output(std::size_t n) {
   if (out_.size() - out_size_ < n) {
     if (out_head_ > 0) {  // slide what is pending to the front before growing
@@ -438,10 +517,7 @@ void connection::next_mask_key(std::byte key[4]) {
 
 send_result connection::write_frame(opcode op, bool fin, bool rsv1, std::span<const std::byte> payload,
                                     bool bypass_limit) {
-  const std::size_t pending = out_size_ - out_head_;
-  const std::size_t total = max_frame_header_size + payload.size();
-  if (!bypass_limit && (payload.size() > cfg_.max_write_buffer_size ||
-                        pending + total > cfg_.max_write_buffer_size))
+  if (!bypass_limit && !output_fits(frame_header_size(payload.size(), role_ == role::client) + payload.size()))
     return send_result::backpressure;
   std::optional<std::array<std::byte, 4>> key;
   if (role_ == role::client) {
@@ -483,9 +559,8 @@ send_result connection::send_data(opcode type, std::span<const std::byte> data, 
   const bool compress = first ? (deflate_ && data.size() >= deflate_->compress_threshold) : tx_compressed_;
   // Checked before compressing, on zlib's worst case for stored blocks: a refused send
   // must leave the deflate context untouched.
-  const std::size_t pending = out_size_ - out_head_;
-  const std::size_t bound = max_frame_header_size + data.size() + (compress ? data.size() / 1000 + 64 : 0);
-  if (bound > cfg_.max_write_buffer_size || pending + bound > cfg_.max_write_buffer_size)
+  const std::size_t payload_bound = data.size() + (compress ? data.size() / 1000 + 64 : 0);
+  if (!output_fits(frame_header_size(payload_bound, role_ == role::client) + payload_bound))
     return send_result::backpressure;
   const opcode wire_op = first ? type : opcode::continuation;
   if (compress) {
@@ -514,7 +589,7 @@ send_result connection::send_binary(std::span<const std::byte> data) {
 }
 
 send_result connection::send_fragment(opcode type, std::span<const std::byte> data, bool fin) {
-  if (is_control(type)) return send_result::wrong_role;
+  if (is_control(type)) return send_result::not_a_data_opcode;
   return send_data(type, data, fin, true, false);
 }
 
@@ -563,7 +638,7 @@ send_result connection::send_prepared(const prepared_message& m) {
   if (state_ != connection_state::open) return send_result::closed;
   if (tx_in_message_) return send_result::message_in_progress;
   const auto bytes = m.bytes();
-  if (out_size_ - out_head_ + bytes.size() > cfg_.max_write_buffer_size) return send_result::backpressure;
+  if (!output_fits(bytes.size())) return send_result::backpressure;
   std::memcpy(reserve_output(bytes.size()), bytes.data(), bytes.size());
   out_size_ += bytes.size();
   return send_result::ok;

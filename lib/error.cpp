@@ -56,6 +56,7 @@ std::string_view describe(send_result r) noexcept {
     case send_result::message_in_progress: return "a fragmented message is in progress";
     case send_result::no_message_open: return "no fragmented message to continue";
     case send_result::wrong_role: return "not allowed in this role";
+    case send_result::not_a_data_opcode: return "fragments are text, binary or continuation";
   }
   return "unknown";
 }

@@ -53,45 +53,8 @@ simd_level detected_simd_level() noexcept {
 
 namespace {
 
-// The key as a native 32-bit word whose first byte in memory is key[phase & 3].
-inline std::uint32_t key32(const std::byte key[4], std::size_t phase) noexcept {
-  std::uint32_t k;
-  std::memcpy(&k, key, 4);
-  const int r = static_cast<int>(8 * (phase & 3));
-  if constexpr (std::endian::native == std::endian::little) return std::rotr(k, r);
-  else return std::rotl(k, r);
-}
-inline std::uint64_t key64(const std::byte key[4], std::size_t phase) noexcept {
-  const std::uint64_t k = key32(key, phase);
-  return k | (k << 32);
-}
-
-template <class T>
-inline T load(const std::byte* p) noexcept {
-  T v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <class T>
-inline void store(std::byte* p, T v) noexcept {
-  std::memcpy(p, &v, sizeof v);
-}
-
-// n < 16. Overlapping first/last words, both loaded before either is stored.
-inline void mask_small(std::byte* dst, const std::byte* src, std::size_t n, const std::byte key[4],
-                       std::size_t phase) noexcept {
-  if (n >= 8) {
-    const auto a = load<std::uint64_t>(src), b = load<std::uint64_t>(src + n - 8);
-    store(dst, a ^ key64(key, phase));
-    store(dst + n - 8, b ^ key64(key, phase + n - 8));
-  } else if (n >= 4) {
-    const auto a = load<std::uint32_t>(src), b = load<std::uint32_t>(src + n - 4);
-    store(dst, a ^ key32(key, phase));
-    store(dst + n - 4, b ^ key32(key, phase + n - 4));
-  } else {
-    for (std::size_t i = 0; i < n; ++i) dst[i] = src[i] ^ key[(phase + i) & 3];
-  }
-}
+using mask_detail::load;
+using mask_detail::store;
 
 // The portable kernel (also the middle of nothing: any n). dst == src or disjoint.
 inline void mask_words(std::byte* dst, const std::byte* src, std::size_t n, const std::byte key[4],

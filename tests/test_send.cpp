@@ -317,6 +317,35 @@ TEST_CASE("ws6455 backpressure: past max_write_buffer_size a send is refused and
   CHECK(c.send_binary(pattern(900)) == send_result::ok);
 }
 
+TEST_CASE("ws6455 backpressure: the limit counts the frame's real header, to the byte") {
+  for (role r : both_roles) {
+    INFO(role_name(r));
+    client_setup cs;
+    cs.cfg.max_write_buffer_size = 100;
+    connection c(r, cs.cfg);
+    const std::size_t header = r == role::server ? 2 : 6;
+    // A frame of exactly the limit fits; one byte more does not.
+    CHECK(c.send_binary(pattern(100 - header + 1)) == send_result::backpressure);
+    CHECK(c.send_binary(pattern(100 - header)) == send_result::ok);
+    CHECK(c.pending_output().size() == 100);
+    CHECK(c.send_binary({}) == send_result::backpressure);
+    drain(c);
+    const prepared_message m(opcode::binary, pattern(98));
+    if (r == role::server) {
+      CHECK(c.send_prepared(m) == send_result::ok);  // 2 + 98: the same rule as send_binary
+      CHECK(c.send_prepared(m) == send_result::backpressure);
+    }
+  }
+}
+
+TEST_CASE("ws6455 send_fragment refuses control opcodes with not_a_data_opcode") {
+  connection c(role::server);
+  for (opcode op : {opcode::ping, opcode::pong, opcode::close}) {
+    CHECK(c.send_fragment(op, pattern(3), true) == send_result::not_a_data_opcode);
+  }
+  CHECK(c.pending_output().empty());
+}
+
 TEST_CASE("ws6455 backpressure: the client's masked frames are refused the same way") {
   client_setup cs;
   cs.cfg.max_write_buffer_size = 1000;

@@ -116,6 +116,8 @@ class connection {
   protocol_error check_first_bytes(std::byte b0, std::byte b1) const noexcept;
   static std::size_t header_size(std::byte b1) noexcept;
   protocol_error start_frame(const std::byte* header) noexcept;
+  std::size_t fast_frames(std::byte* data, std::size_t pos, std::size_t len, std::span<event> events,
+                          std::size_t& n);
   void emit(const event& ev, std::span<event> events, std::size_t& n) noexcept;
   void on_data(std::span<std::byte> chunk, bool frame_done, bool whole_here, std::span<event> events,
                std::size_t& n, bool& stop);
@@ -129,6 +131,7 @@ class connection {
                           bool bypass_limit = false);
   send_result send_data(opcode type, std::span<const std::byte> data, bool fin, bool fragment, bool trusted_utf8);
   void queue_close(std::uint16_t code, std::string_view reason);
+  bool output_fits(std::size_t frame_bytes) const noexcept;
   std::byte* reserve_output(std::size_t n);
   void next_mask_key(std::byte key[4]);
 

@@ -46,6 +46,7 @@ enum class send_result : std::uint8_t {
   message_in_progress,  // a fragmented send is open: finish it first
   no_message_open,      // send_fragment continuation without a start
   wrong_role,           // e.g. a prepared (unmasked) frame on a client connection
+  not_a_data_opcode,    // send_fragment with a control opcode
 };
 
 std::string_view describe(send_result r) noexcept;

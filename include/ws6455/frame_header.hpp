@@ -27,6 +27,11 @@ struct frame_header {
   std::size_t size = 0;
 };
 
+// The size of the header encode_frame_header writes for such a frame.
+constexpr std::size_t frame_header_size(std::uint64_t payload_size, bool masked) noexcept {
+  return 2 + (payload_size < 126 ? 0 : payload_size <= 0xFFFF ? 2 : 8) + (masked ? 4 : 0);
+}
+
 // The header for a frame of `payload_size` bytes, in the minimal length form (§5.2).
 // With a mask key the MASK bit is set and the key written; the payload must then
 // be masked with it by the caller.
