@@ -33,6 +33,14 @@ inline bool valid_utf8(std::span<const std::byte> s) noexcept {
   return detail::utf8_validate(st, s.data(), s.size()) && detail::utf8_complete(st);
 }
 
+// The most a compressed piece of n bytes can take: incompressible input goes out as
+// stored blocks of at most (1 << (memLevel + 6)) - 1 bytes with 5 header bytes each,
+// and the sync flush adds an empty stored block (RFC 7692 §7.2.1).
+inline std::size_t deflate_bound(std::size_t n, int mem_level) noexcept {
+  const std::size_t block = (std::size_t{1} << (mem_level + 6)) - 1;
+  return n + 5 * (n / block + 1) + 10;
+}
+
 inline std::span<const std::byte> as_bytes(std::string_view s) noexcept {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
@@ -557,9 +565,9 @@ send_result connection::send_data(opcode type, std::span<const std::byte> data, 
       return send_result::invalid_utf8;
   }
   const bool compress = first ? (deflate_ && data.size() >= deflate_->compress_threshold) : tx_compressed_;
-  // Checked before compressing, on zlib's worst case for stored blocks: a refused send
-  // must leave the deflate context untouched.
-  const std::size_t payload_bound = data.size() + (compress ? data.size() / 1000 + 64 : 0);
+  // Checked before compressing, on zlib's worst case: a refused send must leave the
+  // deflate context untouched.
+  const std::size_t payload_bound = compress ? deflate_bound(data.size(), cfg_.deflate->mem_level) : data.size();
   if (!output_fits(frame_header_size(payload_bound, role_ == role::client) + payload_bound))
     return send_result::backpressure;
   const opcode wire_op = first ? type : opcode::continuation;

@@ -26,7 +26,8 @@ using random_source = void (*)(void* context, std::span<std::byte> out);
 
 struct config {
   std::size_t max_frame_size = 16u << 20;    // declared payload length of one frame (1009 past it)
-  std::size_t max_message_size = 64u << 20;  // reassembled (and inflated) message size (1009)
+  std::size_t max_message_size = 64u << 20;  // reassembled message size (1009); with deflate, both
+                                             // the inflated size and the compressed size on the wire
   std::uint32_t max_fragments = 131072;      // frames per message, empty ones included (1009)
   std::size_t write_buffer_size = 128u << 10;        // output capacity kept between drains
   std::size_t max_write_buffer_size = 128u << 20;    // pending output past which sends are refused
