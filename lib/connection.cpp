@@ -378,19 +378,21 @@ void connection::on_compressed(std::span<const std::byte> chunk, bool frame_done
   const std::size_t max_out = before + static_cast<std::size_t>(std::min<std::uint64_t>(budget, SIZE_MAX - before));
   std::size_t consumed = 0;
   const detail::codec_status st = deflate_->inflate.inflate(chunk, msg_end, message_, max_out, consumed);
+  const std::size_t produced = message_.size() - before;
+  msg_inflated_ += produced;
+  // RFC 7692 §8.2.3.1 / RFC 6455 §8.1: validate the inflated text, fail fast. This comes
+  // before the codec's verdict so that bad text followed by bad data (or by more output
+  // than the limit) fails the same way however the input was split.
+  if (msg_text_ && !detail::utf8_validate(utf8_state_, message_.data() + before, produced)) {
+    fail(protocol_error::invalid_utf8, events, n);
+    return;
+  }
   if (st == detail::codec_status::error) {
     fail(protocol_error::bad_compressed_data, events, n);
     return;
   }
   if (st == detail::codec_status::full) {
     fail(protocol_error::message_too_large, events, n);
-    return;
-  }
-  const std::size_t produced = message_.size() - before;
-  msg_inflated_ += produced;
-  // RFC 7692 §8.2.3.1 / RFC 6455 §8.1: validate the inflated text, fail fast.
-  if (msg_text_ && !detail::utf8_validate(utf8_state_, message_.data() + before, produced)) {
-    fail(protocol_error::invalid_utf8, events, n);
     return;
   }
   if (msg_end && msg_text_ && !detail::utf8_complete(utf8_state_)) {
