@@ -18,6 +18,8 @@ constexpr std::size_t max_control_payload = 125;  // RFC 6455 §5.5
 // Reassembly storage larger than this is given back once its message is delivered,
 // so one large message does not pin its memory for the life of the connection.
 constexpr std::size_t retained_message_capacity = 1u << 20;
+// The first output allocation: a few control frames or a small message.
+constexpr std::size_t min_output_capacity = 512;
 
 inline std::uint16_t load_be16(const std::byte* p) noexcept {
   return static_cast<std::uint16_t>((static_cast<unsigned>(p[0]) << 8) | static_cast<unsigned>(p[1]));
@@ -508,15 +510,24 @@ bool connection::output_fits(std::size_t frame_bytes) const noexcept {
 }
 
 std::byte* connection::reserve_output(std::size_t n) {
-  if (out_.size() - out_size_ < n) {
-    if (out_head_ > 0) {  // slide what is pending to the front before growing
-      std::memmove(out_.data(), out_.data() + out_head_, out_size_ - out_head_);
-      out_size_ -= out_head_;
-      out_head_ = 0;
+  if (out_cap_ - out_size_ < n) {
+    const std::size_t pending = out_size_ - out_head_;
+    if (out_cap_ - pending >= n && out_head_ >= pending) {
+      // Enough room once what is pending slides to the front (and it is cheap to slide).
+      std::memmove(out_.get(), out_.get() + out_head_, pending);
+    } else {
+      // Grow from small, doubling: an idle connection that sent a ping holds a few hundred
+      // bytes, not write_buffer_size. No zero-fill: every byte is written before it is read.
+      const std::size_t cap = std::max({pending + n, out_cap_ * 2, min_output_capacity});
+      auto grown = std::make_unique_for_overwrite<std::byte[]>(cap);
+      if (pending) std::memcpy(grown.get(), out_.get() + out_head_, pending);
+      out_ = std::move(grown);
+      out_cap_ = cap;
     }
-    if (out_.size() - out_size_ < n) out_.resize(std::max({out_size_ + n, out_.size() * 2, cfg_.write_buffer_size}));
+    out_head_ = 0;
+    out_size_ = pending;
   }
-  return out_.data() + out_size_;
+  return out_.get() + out_size_;
 }
 
 void connection::next_mask_key(std::byte key[4]) {
@@ -655,7 +666,7 @@ send_result connection::send_prepared(const prepared_message& m) {
 }
 
 std::span<const std::byte> connection::pending_output() const noexcept {
-  return {out_.data() + out_head_, out_size_ - out_head_};
+  return {out_.get() + out_head_, out_size_ - out_head_};
 }
 
 void connection::consume_output(std::size_t n) noexcept {
@@ -663,10 +674,11 @@ void connection::consume_output(std::size_t n) noexcept {
   if (out_head_ == out_size_) {
     out_head_ = out_size_ = 0;
     pongs_queued_ = 0;
-    // Keep write_buffer_size of capacity for the next burst, give back the rest.
-    if (out_.size() > cfg_.write_buffer_size) {
-      out_.resize(cfg_.write_buffer_size);
-      out_.shrink_to_fit();
+    // Capacity up to write_buffer_size is kept for the next burst; a buffer that grew
+    // past it (a large message) is given back.
+    if (out_cap_ > cfg_.write_buffer_size) {
+      out_.reset();
+      out_cap_ = 0;
     }
   }
 }

@@ -29,7 +29,7 @@ struct config {
   std::size_t max_message_size = 64u << 20;  // reassembled message size (1009); with deflate, both
                                              // the inflated size and the compressed size on the wire
   std::uint32_t max_fragments = 131072;      // frames per message, empty ones included (1009)
-  std::size_t write_buffer_size = 128u << 10;        // output capacity kept between drains
+  std::size_t write_buffer_size = 128u << 10;        // output capacity kept once drained (more is freed)
   std::size_t max_write_buffer_size = 128u << 20;    // pending output past which sends are refused
   std::uint32_t max_queued_pongs = 16;       // automatic pongs waiting in the output at once
   bool accept_unmasked_frames = false;       // server only: tolerate unmasked client frames

@@ -165,7 +165,8 @@ class connection {
   bool release_message_ = false;    // an event pointed into message_: clear it on the next feed
 
   // Send side.
-  std::vector<std::byte> out_;
+  std::unique_ptr<std::byte[]> out_;
+  std::size_t out_cap_ = 0;
   std::size_t out_head_ = 0;
   std::size_t out_size_ = 0;
   std::uint32_t pongs_queued_ = 0;

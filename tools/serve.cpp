@@ -1,0 +1,237 @@
+// ws6455 serve: an echo or chat server over the epoll adapter (lib/io), with a
+// small browser page at GET /.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cli_options.hpp"
+#include "ws6455/io/epoll_server.hpp"
+
+namespace ws6455::tools {
+namespace {
+
+constexpr const char* serve_usage =
+    "usage: ws6455 serve [--host 127.0.0.1] [--port 8080] [--mode echo|chat] [--deflate]\n"
+    "                    [--max-message N] [--idle-timeout S] [--ping-interval S]\n"
+    "                    [--handshake-timeout S] [--close-timeout S]\n"
+    "  echo: every text or binary message is sent back (any path, any subprotocol offered is accepted)\n"
+    "  chat: ws://HOST:PORT/chat/ROOM (or /?room=ROOM; default room 'lobby'): messages go to the room\n"
+    "  GET / without an upgrade answers a test page; other plain requests get 404.\n"
+    "  Timeouts in seconds (fractions allowed; 0 disables idle and ping). SIGINT/SIGTERM: close 1001, exit 0.\n";
+
+// The test page: connects back to the server it came from. @PATH@ is the default path.
+constexpr const char* page_template = R"html(<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ws6455</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:50em}#log{border:1px solid #ccc;
+height:20em;overflow:auto;padding:.5em;white-space:pre-wrap;font-family:monospace}input{font:inherit}</style>
+</head><body>
+<h1>ws6455 @MODE@</h1>
+<p>Path <input id="path" value="@PATH@" size="30"> <button id="connect">connect</button>
+<button id="close" disabled>close</button></p>
+<div id="log"></div>
+<form id="form"><input id="text" size="50" autocomplete="off" placeholder="message" disabled>
+<button id="send" disabled>send</button></form>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+let ws = null;
+function log(s) { const d = $("log"); d.textContent += s + "\n"; d.scrollTop = d.scrollHeight; }
+function ui(open) { $("text").disabled = $("send").disabled = $("close").disabled = !open; $("connect").disabled = open; }
+$("connect").onclick = () => {
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + $("path").value;
+  ws = new WebSocket(url);
+  ws.onopen = () => { log("-- open " + url); ui(true); $("text").focus(); };
+  ws.onmessage = (e) => log("<< " + (typeof e.data === "string" ? e.data : "[binary]"));
+  ws.onclose = (e) => { log("-- close " + e.code + " " + e.reason); ui(false); };
+  ws.onerror = () => log("-- error");
+};
+$("close").onclick = () => ws && ws.close(1000, "bye");
+$("form").onsubmit = (e) => { e.preventDefault(); if (ws && $("text").value) { ws.send($("text").value); log(">> " + $("text").value); $("text").value = ""; } };
+</script></body></html>
+)html";
+
+std::string make_page(bool chat) {
+  std::string page = page_template;
+  auto put = [&](std::string_view key, std::string_view value) {
+    const auto at = page.find(key);
+    if (at != std::string::npos) page.replace(at, key.size(), value);
+  };
+  put("@MODE@", chat ? "chat" : "echo");
+  put("@PATH@", chat ? "/chat/lobby" : "/");
+  return page;
+}
+
+struct room {
+  std::string name;
+  std::vector<io::conn_id> members;
+};
+
+class app final : public io::handler {
+ public:
+  app(bool chat, std::string page) : chat_(chat), page_(std::move(page)) {}
+  io::epoll_server* server = nullptr;
+
+  void on_open(io::conn_id id, const http_request& req, io::upgrade_reply& reply) override {
+    reply.options.policy = subprotocol_policy::accept_any;
+    if (!chat_) return;
+    std::string name;
+    if (req.path().starts_with("/chat/") && req.path().size() > 6) {
+      name = percent_decode(req.path().substr(6));
+    } else if (req.path() == "/" || req.path() == "/chat") {
+      name = req.query_param("room").value_or("lobby");
+    } else {
+      reply.reject(404, "no such room path: use /chat/ROOM\n");
+      return;
+    }
+    room& r = rooms_[name];
+    r.name = name;
+    r.members.push_back(id);
+    server->set_user_data(id, &r);  // unordered_map nodes do not move
+  }
+
+  bool on_http(const http_request& req, io::http_reply& reply) override {
+    if (req.path() == "/") {
+      reply.status = 200;
+      reply.content_type = "text/html; charset=utf-8";
+      reply.body = page_;
+    } else {
+      reply.status = 404;
+      reply.body = "not found\n";
+    }
+    return true;
+  }
+
+  void on_message(io::conn_id id, const event& ev) override {
+    if (chat_) {
+      auto* r = static_cast<room*>(server->user_data(id));
+      if (!r) return;
+      const prepared_message m(ev.type == event_type::text ? opcode::text : opcode::binary, ev.data);
+      server->broadcast(r->members, m);
+      return;
+    }
+    const send_result s = ev.type == event_type::text ? server->send_text(id, ev.text(), /*trusted_utf8=*/true)
+                                                      : server->send_binary(id, ev.data);
+    // Past max_write_buffer_size: the peer does not read its echoes; give up on it.
+    if (s == send_result::backpressure) server->close(id, 1008, "output buffer full");
+  }
+
+  void on_close(io::conn_id id, std::uint16_t, std::string_view) override {
+    auto* r = static_cast<room*>(server->user_data(id));
+    if (!r) return;
+    auto& m = r->members;
+    for (std::size_t i = 0; i < m.size(); ++i)
+      if (m[i] == id) {
+        m[i] = m.back();
+        m.pop_back();
+        break;
+      }
+    if (m.empty()) rooms_.erase(r->name);
+  }
+
+ private:
+  bool chat_;
+  std::string page_;
+  std::unordered_map<std::string, room> rooms_;
+};
+
+io::epoll_server* g_server = nullptr;
+
+extern "C" void on_stop_signal(int) {
+  if (g_server) g_server->request_stop();  // an eventfd write: async-signal-safe
+}
+
+std::optional<std::chrono::milliseconds> parse_seconds(std::string_view s) {
+  const std::string str(s);
+  char* end = nullptr;
+  const double v = std::strtod(str.c_str(), &end);
+  if (str.empty() || *end != '\0' || !(v >= 0) || v > 1e7) return std::nullopt;
+  return std::chrono::milliseconds(static_cast<long long>(v * 1000 + 0.5));
+}
+
+}  // namespace
+}  // namespace ws6455::tools
+
+int serve_main(int argc, char** argv) {
+  using namespace ws6455;
+  using namespace ws6455::tools;
+  io::server_options opts;
+  opts.ws.max_message_size = 16u << 20;
+  opts.ws.max_write_buffer_size = 64u << 20;
+  bool chat = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    auto seconds = [&](std::string_view name, std::chrono::milliseconds& out) {
+      auto v = option_value(argc, argv, i, name);
+      if (!v) return false;
+      auto ms = parse_seconds(*v);
+      if (!ms) {
+        std::fprintf(stderr, "ws6455 serve: %.*s takes seconds\n", static_cast<int>(name.size()), name.data());
+        std::exit(2);
+      }
+      out = *ms;
+      return true;
+    };
+    if (auto v = option_value(argc, argv, i, "--host")) {
+      opts.host = std::string(*v);
+    } else if (auto v = option_value(argc, argv, i, "--port")) {
+      auto n = parse_size(*v);
+      if (!n || *n > 65535) { std::fprintf(stderr, "ws6455 serve: --port takes 0..65535\n"); return 2; }
+      opts.port = static_cast<std::uint16_t>(*n);
+    } else if (auto v = option_value(argc, argv, i, "--mode")) {
+      if (*v != "echo" && *v != "chat") { std::fprintf(stderr, "ws6455 serve: --mode is echo or chat\n"); return 2; }
+      chat = *v == "chat";
+    } else if (arg == "--deflate") {
+      opts.deflate = true;
+    } else if (auto v = option_value(argc, argv, i, "--max-message")) {
+      auto n = parse_size(*v);
+      if (!n || *n == 0) { std::fprintf(stderr, "ws6455 serve: --max-message takes a positive number\n"); return 2; }
+      opts.ws.max_message_size = *n;
+      opts.ws.max_frame_size = std::min(opts.ws.max_frame_size, *n);
+      opts.ws.max_write_buffer_size = std::max<std::size_t>(opts.ws.max_write_buffer_size, 4 * *n);
+    } else if (seconds("--idle-timeout", opts.idle_timeout) || seconds("--ping-interval", opts.ping_interval) ||
+               seconds("--handshake-timeout", opts.handshake_timeout) ||
+               seconds("--close-timeout", opts.close_timeout)) {
+    } else if (arg == "--help" || arg == "-h") {
+      std::fputs(serve_usage, stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "ws6455 serve: unknown option '%s'\n%s", argv[i], serve_usage);
+      return 2;
+    }
+  }
+  if (opts.handshake_timeout.count() == 0 || opts.close_timeout.count() == 0) {
+    std::fprintf(stderr, "ws6455 serve: handshake and close timeouts must be positive\n");
+    return 2;
+  }
+
+  app handler(chat, make_page(chat));
+  io::epoll_server server(opts, handler);
+  handler.server = &server;
+  auto port = server.listen();
+  if (!port) {
+    std::fprintf(stderr, "ws6455 serve: %s\n", port.error().c_str());
+    return 1;
+  }
+  g_server = &server;
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);  // sendmsg uses MSG_NOSIGNAL; this is belt and braces
+
+  const bool v6 = opts.host.find(':') != std::string::npos;
+  std::printf("listening on ws://%s%s%s:%u/\n", v6 ? "[" : "", opts.host.c_str(), v6 ? "]" : "", *port);
+  std::fflush(stdout);
+  const int rc = server.run();
+  g_server = nullptr;
+  if (rc != 0) {
+    std::fprintf(stderr, "ws6455 serve: epoll failed: %s\n", std::strerror(errno));
+    return 1;
+  }
+  return 0;
+}
