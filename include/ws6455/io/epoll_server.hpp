@@ -51,19 +51,11 @@ namespace ws6455::io {
 using conn_id = std::uint64_t;
 
 struct server_options {
-  static config small_write_buffer() {
-    config c;
-    c.write_buffer_size = 16u << 10;
-    return c;
-  }
-
   std::string host = "127.0.0.1";  // an IPv4 or IPv6 literal; "0.0.0.0" / "::" for any
   std::uint16_t port = 8080;       // 0: the kernel picks one; see epoll_server::port()
   int backlog = 511;
-  // Frame-layer limits of every connection (deflate: negotiated). The server keeps
-  // write_buffer_size small: the core keeps that much output capacity per
-  // connection once anything was sent (128 KiB by default: 128 KiB per idle client).
-  config ws = small_write_buffer();
+  // Frame-layer limits of every connection (config::deflate is set by the negotiation).
+  config ws;
   bool deflate = false;            // accept permessage-deflate offers
   permessage_deflate::server_options deflate_options;
   handshake_limits limits;         // request head size and header count (431 past them)
