@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "handshake/head_parser.hpp"  // detail::is_tchar, shared with the HTTP parser
 #include "ws6455/permessage_deflate.hpp"
 
 namespace ws6455 {
@@ -13,17 +14,6 @@ namespace {
 // Brace-initialised: clang 14 has no parenthesised aggregate initialisation.
 unexpected<std::string> fail(std::string reason) { return unexpected<std::string>{std::move(reason)}; }
 
-// RFC 9110 §5.6.2: tchar.
-bool is_tchar(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
-  }
-}
 
 // RFC 9110 §5.6.4: qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text.
 bool is_qdtext(unsigned char c) {
@@ -32,12 +22,6 @@ bool is_qdtext(unsigned char c) {
 // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
 bool is_quotable(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7F); }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           auto lower = [](char ch) { return (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch + 32) : ch; };
-           return lower(x) == lower(y);
-         });
-}
 
 // A single-pass cursor over the header value; no backtracking, no regex.
 class parser {
@@ -57,7 +41,7 @@ class parser {
   }
   bool token(std::string& out) {
     const std::size_t b = i_;
-    while (i_ < s_.size() && is_tchar(s_[i_])) ++i_;
+    while (i_ < s_.size() && detail::is_tchar(static_cast<unsigned char>(s_[i_]))) ++i_;
     out.assign(s_.substr(b, i_ - b));
     return i_ > b;
   }
