@@ -30,6 +30,18 @@ inline std::uint64_t load_be64(const std::byte* p) noexcept {
   return v;
 }
 
+// ASCII, for n <= 16: two overlapping words, no call (tiny text frames: chat, acks).
+inline bool is_ascii_small(const std::byte* p, std::size_t n) noexcept {
+  std::uint64_t a = 0, b = 0;
+  if (n >= 8) {
+    std::memcpy(&a, p, 8);
+    std::memcpy(&b, p + n - 8, 8);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) a |= static_cast<std::uint64_t>(p[i]);
+  }
+  return ((a | b) & 0x8080808080808080ull) == 0;
+}
+
 inline bool valid_utf8(std::span<const std::byte> s) noexcept {
   detail::utf8_state st = 0;
   return detail::utf8_validate(st, s.data(), s.size()) && detail::utf8_complete(st);
@@ -314,7 +326,7 @@ std::size_t connection::fast_frames(std::byte* data, std::size_t pos, std::size_
     }
     pos += header + size;
     const bool text = (b0 & 0x0F) == static_cast<unsigned>(opcode::text);
-    if (text) {
+    if (text && !(size <= 16 && is_ascii_small(payload, size))) {
       detail::utf8_state st = 0;
       if (!detail::utf8_validate(st, payload, size) || !detail::utf8_complete(st)) {
         n = k;
