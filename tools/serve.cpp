@@ -25,8 +25,8 @@ constexpr const char* serve_usage =
 
 // The test page: connects back to the server it came from. @PATH@ is the default path.
 constexpr const char* page_template = R"html(<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ws6455</title>
-<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:50em}#log{border:1px solid #ccc;
+<html lang="en"><head><meta charset="utf-8"><title>ws6455</title><link rel="icon" href="data:,">
+<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:50em}#log{border:1px solid #ccc;margin-bottom:.5em;
 height:20em;overflow:auto;padding:.5em;white-space:pre-wrap;font-family:monospace}input{font:inherit}</style>
 </head><body>
 <h1>ws6455 @MODE@</h1>
@@ -42,8 +42,12 @@ let ws = null;
 function log(s) { const d = $("log"); d.textContent += s + "\n"; d.scrollTop = d.scrollHeight; }
 function ui(open) { $("text").disabled = $("send").disabled = $("close").disabled = !open; $("connect").disabled = open; }
 $("connect").onclick = () => {
-  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + $("path").value;
-  ws = new WebSocket(url);
+  $("connect").disabled = true;  // one socket at a time, even on a double click
+  if (ws) ws.close();
+  let path = $("path").value;
+  if (!path.startsWith("/")) path = "/" + path;
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+  try { ws = new WebSocket(url); } catch (err) { log("-- error " + err.message); ui(false); return; }
   ws.onopen = () => { log("-- open " + url); ui(true); $("text").focus(); };
   ws.onmessage = (e) => log("<< " + (typeof e.data === "string" ? e.data : "[binary]"));
   ws.onclose = (e) => { log("-- close " + e.code + " " + e.reason); ui(false); };
