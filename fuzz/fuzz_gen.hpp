@@ -198,7 +198,7 @@ inline void round_trip(FuzzedDataProvider& fdp, std::optional<deflate_params> de
         const send_result r = tx.send_fragment(type, b, fin);
         send_result want = send_result::ok;
         detail::utf8_state st2 = in_msg ? st : 0;
-        if (is_control(type)) want = send_result::wrong_role;
+        if (is_control(type)) want = send_result::not_a_data_opcode;
         else if (closed) want = send_result::closed;
         else if (in_msg && type != opcode::continuation && (type == opcode::text) != msg_text) want = send_result::message_in_progress;
         else if (!in_msg && type == opcode::continuation) want = send_result::no_message_open;

@@ -415,14 +415,15 @@ inline void dump(const char* title, const std::vector<rec_event>& v) {
   }
 }
 
-// Known open finding F1 (docs/fuzzing.md): a compressed text message whose inflated
-// bytes are invalid UTF-8 and whose deflate stream is also corrupt (or passes
-// max_message_size) further on fails with invalid_utf8 when the bad bytes arrive in an
-// earlier feed, but with bad_compressed_data / message_too_large when they arrive in the
-// same feed as the corrupt spot: the close code (1007 vs 1007/1009) and the reason
-// depend on the split. Until lib/connection.cpp validates inflated output before acting
-// on the codec status, such runs are compared up to the final fail's error and the
-// close frame's body. WS6455_FUZZ_STRICT=1 in the environment compares them exactly.
+// Open finding F2 (docs/fuzzing.md): zlib's inflate checks a match distance against
+// its window only for the part of the distance that reaches back before the current
+// call's output. A (corrupt or hostile) deflate stream with distances beyond the
+// negotiated window (client/server_max_window_bits < 15) therefore inflates when fed
+// whole but fails with "invalid distance too far back" (bad_compressed_data, 1007) when
+// fed in pieces. Until the engine decides one behaviour, two runs may differ when one of
+// them failed with bad_compressed_data under a window below 15: the events of the failed
+// run (without its fail) must then be a prefix of the other run's.
+// WS6455_FUZZ_STRICT=1 in the environment compares them exactly.
 inline bool strict() {
   static const bool s = [] {
     const char* v = std::getenv("WS6455_FUZZ_STRICT");
@@ -430,43 +431,35 @@ inline bool strict() {
   }();
   return s;
 }
-inline bool f1_error(protocol_error e) {
-  return e == protocol_error::invalid_utf8 || e == protocol_error::bad_compressed_data ||
-         e == protocol_error::message_too_large;
+inline int peer_window_bits(const config& cfg, role r) {
+  return r == role::server ? cfg.deflate->client_max_window_bits : cfg.deflate->server_max_window_bits;
 }
-inline bool f1_divergence(const config& cfg, const run_result& a, const run_result& b) {
-  if (strict() || !cfg.deflate || a.error == b.error || !f1_error(a.error) || !f1_error(b.error)) return false;
-  return a.error == protocol_error::invalid_utf8 || b.error == protocol_error::invalid_utf8;
-}
-inline std::vector<rec_event> without_fail(std::vector<rec_event> v) {
-  if (!v.empty() && v.back().type == event_type::fail) v.pop_back();
-  return v;
+inline bool is_prefix(const std::vector<rec_event>& p, const std::vector<rec_event>& v) {
+  return p.size() <= v.size() && std::equal(p.begin(), p.end(), v.begin());
 }
 
 // Two runs of the same bytes must agree.
 inline void check_same(const config& cfg, const run_result& a, const run_result& b) {
-  auto ea = cfg.mode == delivery::streaming ? coalesce(a.events) : a.events;
-  auto eb = cfg.mode == delivery::streaming ? coalesce(b.events) : b.events;
-  const bool f1 = f1_divergence(cfg, a, b);
-  if (f1) {
-    ea = without_fail(ea);
-    eb = without_fail(eb);
+  const auto ea = cfg.mode == delivery::streaming ? coalesce(a.events) : a.events;
+  const auto eb = cfg.mode == delivery::streaming ? coalesce(b.events) : b.events;
+  if (!strict() && cfg.deflate && peer_window_bits(cfg, a.role_) < 15 && ea != eb &&
+      (a.error == protocol_error::bad_compressed_data || b.error == protocol_error::bad_compressed_data)) {
+    // The run that failed earlier (both may fail, at different messages).
+    const bool a_first = a.error == protocol_error::bad_compressed_data &&
+                         (b.error != protocol_error::bad_compressed_data || ea.size() <= eb.size());
+    auto bad = a_first ? ea : eb;
+    FUZZ_CHECK(!bad.empty() && bad.back().type == event_type::fail);
+    bad.pop_back();
+    FUZZ_CHECK(is_prefix(bad, a_first ? eb : ea));
+    return;
   }
   if (ea != eb) {
     dump("first run", a.events);
     dump("second run", b.events);
   }
-  FUZZ_CHECK(ea == eb);
-  if (f1) {
-    // Same frames, except the close's body (code and reason follow the error).
-    const auto fa = parse_output(a.output, a.role_), fb = parse_output(b.output, b.role_);
-    FUZZ_CHECK(fa.size() == fb.size() && !fa.empty());
-    for (std::size_t i = 0; i + 1 < fa.size(); ++i) FUZZ_CHECK(fa[i].op == fb[i].op && fa[i].payload == fb[i].payload);
-    FUZZ_CHECK(fa.back().op == 0x8 && fb.back().op == 0x8);
-  } else {
-    FUZZ_CHECK(a.output == b.output);
-    FUZZ_CHECK(a.error == b.error);
-  }
+  FUZZ_CHECK(ea == eb);  // finding F1 (docs/fuzzing.md) broke this with deflate
+  FUZZ_CHECK(a.output == b.output);
+  FUZZ_CHECK(a.error == b.error);
   FUZZ_CHECK(a.state == b.state);
   FUZZ_CHECK(a.peer_code == b.peer_code);
 }
@@ -520,7 +513,16 @@ inline std::vector<std::size_t> fuzzer_split(FuzzedDataProvider& fdp, std::size_
 inline run_result check_chunk_invariance(const config& cfg, role r, std::span<const std::byte> input,
                                          const std::vector<std::size_t>& split, std::size_t cap, bool eof) {
   run_result a = run_checked(cfg, r, input, whole(input.size()), 64, eof);
-  run_result b = run_checked(cfg, r, input, bytewise(input.size()), 1, eof);
+  // Byte by byte up to 4 KiB; past that (frames of 64 KiB and more) only the first and
+  // last 2 KiB byte by byte and the middle in one piece, to keep executions fast.
+  std::vector<std::size_t> fine = bytewise(std::min<std::size_t>(input.size(), 2048));
+  if (input.size() > 4096) {
+    fine.push_back(input.size() - 4096);
+    fine.insert(fine.end(), 2048, 1);
+  } else if (input.size() > 2048) {
+    fine.insert(fine.end(), input.size() - 2048, 1);
+  }
+  run_result b = run_checked(cfg, r, input, fine, 1, eof);
   check_same(cfg, a, b);
   run_result c = run_checked(cfg, r, input, split, cap, eof);
   check_same(cfg, a, c);

@@ -11,6 +11,7 @@
 #   FUZZ_JOBS=N        ninja -j (default 1)
 #   FUZZ_BUILD=DIR     build directory (default build-fuzz)
 #   FUZZ_FRESH=1       start from the committed seeds only (a throwaway working corpus)
+#   FUZZ_COV_COMMITTED_ONLY=1  coverage: replay only the committed fuzz/corpus/ (not the working corpora)
 #
 # Each target starts from fuzz/corpus/<target>/ (read only) plus its working corpus
 # $FUZZ_BUILD/fuzz-corpus/<target>/ (new inputs go there), with fuzz/dict/<...>.dict.
@@ -70,10 +71,13 @@ coverage() {
   for t in "${TARGETS[@]}"; do
     local dirs=()
     [ -d "fuzz/corpus/$t" ] && dirs+=("fuzz/corpus/$t")
-    [ -d "$BUILD/fuzz-corpus/$t" ] && dirs+=("$BUILD/fuzz-corpus/$t")
+    [ "${FUZZ_COV_COMMITTED_ONLY:-0}" != 1 ] && [ -d "$BUILD/fuzz-corpus/$t" ] && dirs+=("$BUILD/fuzz-corpus/$t")
     [ ${#dirs[@]} -eq 0 ] && continue
     echo "coverage: replaying ${dirs[*]} through $t" >&2
-    LLVM_PROFILE_FILE="$prof/$t-%p.profraw" "$dir/fuzz/$t" -runs=0 "${dirs[@]}" >/dev/null 2>&1
+    # Files, not directories: libFuzzer only executes them and writes nothing.
+    local files=()
+    for d in "${dirs[@]}"; do files+=("$d"/*); done
+    LLVM_PROFILE_FILE="$prof/$t-%p.profraw" "$dir/fuzz/$t" "${files[@]}" >/dev/null 2>&1
     objects+=(-object "$dir/fuzz/$t")
   done
   llvm-profdata-14 merge -sparse "$prof"/*.profraw -o "$prof/merged.profdata" || exit 1
@@ -81,8 +85,10 @@ coverage() {
   local main=${objects[1]}
   echo
   echo "Line coverage of lib/ reached by the fuzz corpora (all targets together):"
-  llvm-cov-14 report "$main" "${objects[@]:2}" -instr-profile="$prof/merged.profdata" "$ROOT/lib"
-  llvm-cov-14 show "$main" "${objects[@]:2}" -instr-profile="$prof/merged.profdata" "$ROOT/lib" \
+  # Only lib/: the harness, the public headers and system headers are left out.
+  local only_lib='^(fuzz|include|tests|tools|subprojects)/|^/usr/|/fuzz/|/include/ws6455/'
+  llvm-cov-14 report "$main" "${objects[@]:2}" -instr-profile="$prof/merged.profdata" -ignore-filename-regex="$only_lib"
+  llvm-cov-14 show "$main" "${objects[@]:2}" -instr-profile="$prof/merged.profdata" -ignore-filename-regex="$only_lib" \
     -format=html -output-dir="$dir/coverage-html" >/dev/null 2>&1 &&
     echo "HTML: $dir/coverage-html/index.html"
 }
