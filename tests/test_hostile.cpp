@@ -1,5 +1,5 @@
 // Hostile input that the other suites do not cover yet, and the reproducers of the fuzz
-// targets' findings (fuzz/, docs/fuzzing.md). docs/bad_input.md cites these by name.
+// targets' findings (fuzz/, docs/fuzzing.md). The README's hostile-input table cites these by name.
 //
 // Every receive test runs under every chunking (harness.hpp check_all_chunkings): the
 // same verdict for the input fed whole, byte by byte, and in random splits.
