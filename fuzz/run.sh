@@ -27,7 +27,7 @@ PARALLEL=${FUZZ_PARALLEL:-1}
 JOBS=${FUZZ_JOBS:-1}
 
 ALL_TARGETS=(fuzz_frames_server fuzz_frames_client fuzz_connection_chunks fuzz_structured fuzz_deflate
-             fuzz_request fuzz_response)
+             fuzz_request fuzz_response fuzz_negotiation fuzz_url)
 
 dict_for() {
   case "$1" in
@@ -35,6 +35,8 @@ dict_for() {
     fuzz_request|fuzz_response) echo fuzz/dict/http.dict ;;
     fuzz_structured) echo fuzz/dict/structured.dict ;;
     fuzz_deflate) echo fuzz/dict/deflate.dict ;;
+    fuzz_negotiation) echo fuzz/dict/negotiation.dict ;;
+    fuzz_url) echo fuzz/dict/url.dict ;;
   esac
 }
 
@@ -48,6 +50,8 @@ build() {
   if [ ! -f "$dir/build.ninja" ]; then
     CXX=clang++ meson setup "$dir" -Dfuzz=true -Dtests=false -Dbench=false "$@" >&2 || exit 2
   fi
+  # Regenerate first if a meson.build changed (a new target would not be listed yet).
+  ninja -C "$dir" build.ninja >&2 || { echo "fuzz: meson regeneration failed" >&2; exit 2; }
   local want=() defined
   defined=$(ninja -C "$dir" -t targets all 2>/dev/null)
   for t in ${FUZZ_TARGETS:-${ALL_TARGETS[*]}}; do
