@@ -522,6 +522,16 @@ inline std::vector<recorded_event> run(connection& c, std::span<const std::byte>
   return run_ex(c, input, ch).events;
 }
 
+// Byte-by-byte run; returns how many input bytes had been fed when the fail event came
+// (0 when there was none): what "fail fast" tests measure.
+inline std::size_t fail_position(const config& cfg, role r, const bytes& input) {
+  connection c(r, cfg);
+  auto res = run_ex(c, input, byte_by_byte());
+  for (std::size_t i = 0; i < res.events.size(); ++i)
+    if (res.events[i].type == event_type::fail) return res.event_at[i];
+  return 0;
+}
+
 // The same frames (mask keys aside: a client's keys are random).
 inline bool same_frames(std::span<const std::byte> a, std::span<const std::byte> b) {
   std::size_t ra = 0, rb = 0;

@@ -99,14 +99,6 @@ std::vector<std::vector<recorded_event>> run_chops(const config& cfg, role r, co
   return out;
 }
 
-// Byte-by-byte run; the input offset at which the fail event came (0: none).
-std::size_t fail_position(const config& cfg, role r, const bytes& input) {
-  connection c(r, cfg);
-  auto res = run_ex(c, input, byte_by_byte());
-  for (std::size_t i = 0; i < res.events.size(); ++i)
-    if (res.events[i].type == event_type::fail) return res.event_at[i];
-  return 0;
-}
 
 // Everything `from` has queued, drained.
 bytes drain(connection& from) {

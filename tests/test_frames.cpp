@@ -17,15 +17,6 @@ config streaming_cfg() {
   return c;
 }
 
-// Byte-by-byte run; returns how many input bytes had been fed when the fail event came
-// (0 when there was none).
-std::size_t fail_position(const config& cfg, role r, const bytes& input) {
-  connection c(r, cfg);
-  auto res = run_ex(c, input, byte_by_byte());
-  for (std::size_t i = 0; i < res.events.size(); ++i)
-    if (res.events[i].type == event_type::fail) return res.event_at[i];
-  return 0;
-}
 
 std::size_t find_byte(const bytes& b, std::uint8_t v, std::size_t from = 0) {
   for (std::size_t i = from; i < b.size(); ++i)
