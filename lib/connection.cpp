@@ -301,7 +301,7 @@ std::size_t connection::fast_frames(std::byte* data, std::size_t pos, std::size_
     const unsigned b0 = static_cast<unsigned>(h[0]);
     const unsigned b1 = static_cast<unsigned>(h[1]);
     // FIN=1, RSV=0, text or binary, mask bit as our role requires.
-    if ((b0 & 0xF0) != 0x80 || (b0 & 0x0F) - 1 > 1 || (b1 & 0x80) != want_mask) break;
+    if (b0 - 0x81 > 1 || (b1 & 0x80) != want_mask) break;  // b0: 0x81 or 0x82
     const unsigned len7 = b1 & 0x7F;
     std::size_t header = 2 + mask_bytes;
     std::uint64_t size = len7;
