@@ -218,13 +218,13 @@ connection::feed_result connection::feed(std::span<std::byte> input, std::span<e
       if (pos == len) break;
       const std::byte* h;
       if (stash_len_ == 0 && len - pos >= max_frame_header_size) {
-        // Fast path: the whole header is in the caller's buffer.
+        // The whole header is in the caller's buffer: read it there.
         h = data + pos;
         const protocol_error e = check_first_bytes(h[0], h[1]);
         if (e != protocol_error::none) { fail(e, events, n); break; }
         pos += header_size(h[1]);
       } else {
-        // Slow path: gather a header split across feeds in the 14-byte stash.
+        // Otherwise gather a header split across feeds in the 14-byte stash.
         while (stash_len_ < 2 && pos < len) stash_[stash_len_++] = data[pos++];
         if (stash_len_ < 2) break;
         if (stash_len_ == 2) {
