@@ -524,7 +524,7 @@ bool connection::output_fits(std::size_t frame_bytes) const noexcept {
 std::byte* connection::reserve_output(std::size_t n) {
   if (out_cap_ - out_size_ < n) {
     const std::size_t pending = out_size_ - out_head_;
-    if (out_cap_ - pending >= n && out_head_ >= pending) {
+    if (out_cap_ - pending >= n && out_head_ >= pending && out_pinned_ == 0) {
       // Enough room once what is pending slides to the front (and it is cheap to slide).
       std::memmove(out_.get(), out_.get() + out_head_, pending);
     } else {
@@ -533,6 +533,9 @@ std::byte* connection::reserve_output(std::size_t n) {
       const std::size_t cap = std::max({pending + n, out_cap_ * 2, min_output_capacity});
       auto grown = std::make_unique_for_overwrite<std::byte[]>(cap);
       if (pending) std::memcpy(grown.get(), out_.get() + out_head_, pending);
+      // Pinned bytes are read from the old storage by a write in flight: keep it (the
+      // first one only: a later grow moves a copy nobody reads).
+      if (out_pinned_ != 0 && !out_retired_) out_retired_ = std::move(out_);
       out_ = std::move(grown);
       out_cap_ = cap;
     }
@@ -682,7 +685,10 @@ std::span<const std::byte> connection::pending_output() const noexcept {
 }
 
 void connection::consume_output(std::size_t n) noexcept {
-  out_head_ += std::min(n, out_size_ - out_head_);
+  n = std::min(n, out_size_ - out_head_);
+  out_head_ += n;
+  out_pinned_ -= std::min(n, out_pinned_);
+  if (out_pinned_ == 0) out_retired_.reset();
   if (out_head_ == out_size_) {
     out_head_ = out_size_ = 0;
     pongs_queued_ = 0;

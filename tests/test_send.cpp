@@ -76,6 +76,26 @@ TEST_CASE("ws6455 output: consume_output takes a prefix; want_write follows") {
   CHECK(c.pending_output().empty());
 }
 
+TEST_CASE("ws6455 output: pinned bytes keep their address while more is queued and the buffer grows") {
+  connection c(role::server);
+  REQUIRE(c.send_text("first") == send_result::ok);
+  c.consume_output(2);  // a partial write before: the pinned range starts mid-buffer
+  c.pin_output();
+  const auto pinned = c.pending_output();
+  const bytes before = as_bytes(pinned);
+  // Enough to grow the buffer several times, and to make a slide to the front tempting.
+  const std::string big(100'000, 'x');
+  for (int i = 0; i < 4; ++i) REQUIRE(c.send_text(big) == send_result::ok);
+  // The kernel would still read these addresses: same bytes there (ASan: not freed).
+  CHECK(as_bytes(pinned) == before);
+  CHECK(bytes(c.pending_output().begin(), c.pending_output().begin() + before.size()) == before);
+  c.consume_output(before.size());  // the asynchronous write completed
+  CHECK(c.pending_output().size() == 4 * (big.size() + 10));  // 127 + 64-bit length
+  // Without a pin, a slide or a grow may move pending bytes: only the contents count.
+  drain(c);
+  CHECK(c.pending_output().empty());
+}
+
 // ======================================================================================
 // §8.1 UTF-8 on send
 

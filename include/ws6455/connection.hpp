@@ -92,6 +92,12 @@ class connection {
   // Output: frames waiting to be written to the transport, in order.
   std::span<const std::byte> pending_output() const noexcept;
   void consume_output(std::size_t n) noexcept;
+  // For asynchronous writers (io_uring): the bytes pending now are being read by the
+  // kernel, so they keep their address until consume_output() has passed them, even
+  // if more frames are queued meanwhile (the buffer then grows into new storage and
+  // the old one lives until the pinned bytes are consumed). Synchronous writers
+  // (send/sendmsg) never need this.
+  void pin_output() noexcept { out_pinned_ = out_size_ - out_head_; }
 
   connection_state state() const noexcept { return state_; }
   role which_role() const noexcept { return role_; }
@@ -169,6 +175,8 @@ class connection {
   std::size_t out_cap_ = 0;
   std::size_t out_head_ = 0;
   std::size_t out_size_ = 0;
+  std::size_t out_pinned_ = 0;        // bytes from out_head_ an asynchronous write reads
+  std::unique_ptr<std::byte[]> out_retired_;  // the storage they live in, after a grow
   std::uint32_t pongs_queued_ = 0;
   bool tx_in_message_ = false;
   bool tx_text_ = false;
