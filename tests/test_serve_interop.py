@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """`ws6455 serve` and `ws6455 connect` against real clients over loopback.
 
-Usage: /usr/bin/python3 tests/test_serve_interop.py path/to/ws6455
+Usage: /usr/bin/python3 tests/test_serve_interop.py path/to/ws6455 [serve options...]
+
+The serve options after the binary (for example `--backend io_uring --threads 2`)
+are given to every server the suite starts: the suite runs once per backend.
 
 Clients: Python websockets (asyncio client, Debian's 10.4), wsproto, raw sockets
 for what a well-behaved client never does (slow handshake, never reading, never
@@ -28,6 +31,7 @@ import wsproto.events as wse
 from wsproto.extensions import PerMessageDeflate
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ws6455"
+SERVE_ARGS = sys.argv[2:]
 PASSED = 0
 FAILED = 0
 SERVERS = []
@@ -54,7 +58,7 @@ def run_check(name, fn, *args):
 
 class Server:
     def __init__(self, *args):
-        self.proc = subprocess.Popen([BIN, "serve", "--port", "0", *args], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([BIN, "serve", "--port", "0", *SERVE_ARGS, *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         SERVERS.append(self)
         line = b""

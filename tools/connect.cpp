@@ -1,23 +1,21 @@
-// ws6455 connect: a wscat-like client. Each stdin line goes out as a text message;
-// each message received is printed on its own line. ws:// only.
-#include <fcntl.h>
-#include <netdb.h>
+// ws6455 connect: a wscat-like client on the client adapter (lib/io). Each stdin
+// line goes out as a text message; each message received is printed on its own
+// line. --echo sends every message back instead (the mode conformance suites use
+// to test a client). ws:// only.
 #include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include <array>
-#include <cerrno>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli_options.hpp"
-#include "io/epoll_loop.hpp"  // monotonic_ms
-#include "ws6455/connection.hpp"
 #include "ws6455/handshake.hpp"
+#include "ws6455/io/client.hpp"
 #include "ws6455/permessage_deflate.hpp"
 
 namespace ws6455::tools {
@@ -25,63 +23,20 @@ namespace {
 
 constexpr const char* connect_usage =
     "usage: ws6455 connect ws://HOST[:PORT]/PATH [--protocol P]... [--header 'Name: value']...\n"
-    "                      [--deflate] [--close-after-stdin] [--max-message N]\n"
+    "                      [--deflate] [--close-after-stdin] [--echo] [--max-message N]\n"
+    "                      [--backend auto|epoll|io_uring]\n"
     "  stdin lines are sent as text messages; received text is printed one message a line,\n"
     "  binary as '<< binary HEX', the peer's close as '<< close CODE REASON'.\n"
     "  --close-after-stdin: at the end of stdin, close (1000) and wait for the server.\n"
+    "  --echo: send every text and binary message back as it came (stdin is not read)\n"
+    "    until the server closes.\n"
     "  Exit 0 after a clean close, 1 on a failure, 2 on bad usage.\n";
 
-constexpr std::int64_t handshake_timeout_ms = 10'000;
-constexpr std::int64_t close_timeout_ms = 5'000;
 constexpr std::size_t stdin_pause_bytes = 1u << 20;  // stop reading stdin while this much output waits
 
-volatile std::sig_atomic_t g_interrupted = 0;
-extern "C" void on_interrupt(int) { g_interrupted = 1; }
-
-// A connected, non-blocking TCP socket to host:port, or -1 (the reason on stderr).
-int dial(const ws_url& url) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  const std::string port = std::to_string(url.port);
-  if (const int e = getaddrinfo(url.host.c_str(), port.c_str(), &hints, &res); e != 0) {
-    std::fprintf(stderr, "ws6455 connect: %s: %s\n", url.host.c_str(), gai_strerror(e));
-    return -1;
-  }
-  int fd = -1;
-  int err = 0;
-  for (addrinfo* a = res; a; a = a->ai_next) {
-    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;  // blocking connect: simple and bounded by the kernel
-    err = errno;
-    ::close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(res);
-  if (fd < 0) {
-    std::fprintf(stderr, "ws6455 connect: %s:%u: %s\n", url.host.c_str(), url.port, std::strerror(err));
-    return -1;
-  }
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  return fd;
-}
-
-// Writes all of `data` (non-blocking socket: waits with poll), or false.
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      data.remove_prefix(static_cast<std::size_t>(n));
-    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-      pollfd p{fd, POLLOUT, 0};
-      poll(&p, 1, 1000);
-    } else {
-      return false;
-    }
-  }
-  return true;
+io::client* g_client = nullptr;
+extern "C" void on_interrupt(int) {
+  if (g_client) g_client->request_stop();  // an eventfd write: async-signal-safe
 }
 
 void print_event(const event& ev, std::string& out) {
@@ -117,6 +72,100 @@ void print_event(const event& ev, std::string& out) {
   }
 }
 
+
+class app final : public io::client_handler {
+ public:
+  explicit app(bool echo) : echo_(echo) {}
+  io::client* client = nullptr;
+  bool clean = false;  // the server's close frame came (and ours went or goes back)
+  std::atomic<bool> done{false};
+  std::atomic<bool> is_open{false};
+  std::atomic<std::size_t> backlog{0};  // our pending output, for the stdin reader
+
+  void on_open(io::conn_id, const http_response& r) override {
+    opened_ = true;
+    is_open = true;
+    if (auto p = r.header("Sec-WebSocket-Protocol"))
+      std::fprintf(stderr, "ws6455 connect: subprotocol %.*s\n", static_cast<int>(p->size()), p->data());
+  }
+  void on_message(io::conn_id id, const event& ev) override {
+    if (echo_) {
+      const send_result s = ev.type == event_type::text ? client->send_text(id, ev.text(), /*trusted_utf8=*/true)
+                                                        : client->send_binary(id, ev.data);
+      if (s != send_result::ok) (void)client->close(id, 1008, "cannot echo");
+      return;
+    }
+    print(ev);
+  }
+  void on_event(io::conn_id, const event& ev) override {
+    if (ev.type == event_type::close && ev.code != 1006) clean = true;
+    if (!echo_ || ev.type == event_type::fail) print(ev);
+  }
+  void on_close(io::conn_id, std::uint16_t code, std::string_view reason) override {
+    if (!opened_ && code == 1006)
+      std::fprintf(stderr, "ws6455 connect: %.*s\n", static_cast<int>(reason.size()), reason.data());
+    done = true;
+  }
+
+ private:
+  void print(const event& ev) {
+    std::string out;
+    print_event(ev, out);
+    if (out.empty()) return;
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    std::fflush(stdout);
+  }
+  bool echo_;
+  bool opened_ = false;
+};
+
+// Reads stdin on a thread of its own and hands lines to the loop (client::post).
+void read_stdin(io::client& cl, io::conn_id id, app& a, bool close_after) {
+  std::string line;
+  char in[65536];
+  while (!a.done) {
+    if (a.backlog > stdin_pause_bytes) {  // the server reads slower than we type: wait
+      cl.post([&cl, &a, id] { a.backlog = cl.buffered_amount(id); });
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    pollfd p{0, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;  // wakes to notice `done`
+    const ssize_t n = ::read(0, in, sizeof in);
+    if (n < 0 && errno == EINTR) continue;
+    if (n > 0) {
+      line.append(in, static_cast<std::size_t>(n));
+      std::vector<std::string> lines;
+      std::size_t start = 0;
+      for (std::size_t nl; (nl = line.find('\n', start)) != std::string::npos; start = nl + 1) {
+        std::string_view msg(line.data() + start, nl - start);
+        if (!msg.empty() && msg.back() == '\r') msg.remove_suffix(1);
+        lines.emplace_back(msg);
+      }
+      line.erase(0, start);
+      std::size_t bytes = 0;
+      for (const auto& l : lines) bytes += l.size();
+      a.backlog += bytes;
+      cl.post([&cl, &a, id, lines = std::move(lines)] {
+        for (const auto& msg : lines) {
+          const send_result s = cl.send_text(id, msg);
+          if (s != send_result::ok)
+            std::fprintf(stderr, "ws6455 connect: not sent: %.*s\n", static_cast<int>(describe(s).size()),
+                         describe(s).data());
+        }
+        a.backlog = cl.buffered_amount(id);
+      });
+      continue;
+    }
+    // The end of stdin: a last line without a newline, then (maybe) the close.
+    cl.post([&cl, id, last = std::move(line), close_after] {
+      if (!last.empty()) (void)cl.send_text(id, last);
+      if (close_after) (void)cl.close(id, 1000);
+    });
+    return;
+  }
+}
+
 }  // namespace
 }  // namespace ws6455::tools
 
@@ -127,6 +176,8 @@ int connect_main(int argc, char** argv) {
   client_options hs_opts;
   bool deflate = false;
   bool close_after_stdin = false;
+  bool echo = false;
+  io::backend backend_choice = io::backend::automatic;
   config cfg;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -154,6 +205,13 @@ int connect_main(int argc, char** argv) {
       deflate = true;
     } else if (arg == "--close-after-stdin") {
       close_after_stdin = true;
+    } else if (arg == "--echo") {
+      echo = true;
+    } else if (auto v = option_value(argc, argv, i, "--backend")) {
+      if (*v == "auto") backend_choice = io::backend::automatic;
+      else if (*v == "epoll") backend_choice = io::backend::epoll;
+      else if (*v == "io_uring") backend_choice = io::backend::io_uring;
+      else { std::fprintf(stderr, "ws6455 connect: --backend is auto, epoll or io_uring\n"); return 2; }
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(connect_usage, stdout);
       return 0;
@@ -174,150 +232,42 @@ int connect_main(int argc, char** argv) {
     std::fprintf(stderr, "ws6455 connect: wss:// is not supported (this tool has no TLS); use ws://\n");
     return 2;
   }
-  permessage_deflate::client_options deflate_opts;
-  if (deflate) hs_opts.extensions = permessage_deflate::make_offer(deflate_opts);
-  client_handshake hs(*url, hs_opts);
+  client_handshake hs(*url, hs_opts);  // only to refuse bad options before connecting
   if (hs.state() == handshake_state::failed) {
     std::fprintf(stderr, "ws6455 connect: %.*s\n", static_cast<int>(hs.reason().size()), hs.reason().data());
     return 2;
   }
 
+  io::client_options copts;
+  copts.ws = cfg;
+  copts.deflate = deflate;
+  copts.backend = backend_choice;
+  app handler(echo);
+  io::client cl(copts, handler);
+  handler.client = &cl;
+  auto id = cl.connect(url_arg, hs_opts);
+  if (!id) {
+    std::fprintf(stderr, "ws6455 connect: %s\n", id.error().c_str());
+    return id.error().find("not supported") != std::string::npos ? 2 : 1;
+  }
+  g_client = &cl;
   struct sigaction sa {};
-  sa.sa_handler = on_interrupt;  // no SA_RESTART: poll returns EINTR and we close cleanly
+  sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  const int fd = dial(*url);
-  if (fd < 0) return 1;
-  if (!write_all(fd, hs.request())) {
-    std::fprintf(stderr, "ws6455 connect: write failed: %s\n", std::strerror(errno));
-    ::close(fd);
-    return 1;
-  }
-
-  // The handshake: read until the response head is complete, bounded in time.
-  std::vector<std::byte> buf(256u << 10);
-  std::span<std::byte> leftover;
-  const std::int64_t hs_deadline = io::detail::monotonic_ms() + handshake_timeout_ms;
-  while (hs.state() == handshake_state::need_more) {
-    const std::int64_t now = io::detail::monotonic_ms();
-    pollfd p{fd, POLLIN, 0};
-    if (now >= hs_deadline || g_interrupted) break;
-    if (poll(&p, 1, static_cast<int>(hs_deadline - now)) <= 0) continue;
-    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (n <= 0) break;
-    const std::size_t used = hs.feed(std::span<const std::byte>(buf.data(), static_cast<std::size_t>(n)));
-    leftover = std::span<std::byte>(buf.data() + used, static_cast<std::size_t>(n) - used);
-  }
-  if (hs.state() != handshake_state::done) {
-    if (hs.state() == handshake_state::need_more) {
-      std::fprintf(stderr, "ws6455 connect: no complete handshake response\n");
-    } else {
-      std::fprintf(stderr, "ws6455 connect: handshake failed (%d): %.*s\n", hs.status(),
-                   static_cast<int>(hs.reason().size()), hs.reason().data());
-      if (!hs.body().empty()) std::fwrite(hs.body().data(), 1, hs.body().size(), stderr);
-    }
-    ::close(fd);
-    return 1;
-  }
-  if (!hs.extensions().empty()) {
-    auto params = permessage_deflate::validate_response(hs.extensions(), deflate_opts);
-    if (!params) {
-      std::fprintf(stderr, "ws6455 connect: bad extension response: %s\n", params.error().c_str());
-      ::close(fd);
-      return 1;
-    }
-    cfg.deflate = *params;
-  }
-  if (!hs.protocol().empty())
-    std::fprintf(stderr, "ws6455 connect: subprotocol %.*s\n", static_cast<int>(hs.protocol().size()),
-                 hs.protocol().data());
-
-  connection c(role::client, cfg);
-  std::array<event, 64> events;
-  std::string out;  // what to print
-  bool saw_eof = false;
-  auto feed = [&](std::span<std::byte> in) {
-    while (!in.empty() && c.want_read()) {
-      const auto r = c.feed(in, events);
-      for (std::size_t i = 0; i < r.events; ++i) print_event(events[i], out);
-      in = in.subspan(r.consumed);
-    }
-    if (!out.empty()) {
-      std::fwrite(out.data(), 1, out.size(), stdout);
-      std::fflush(stdout);
-      out.clear();
-    }
-  };
-  feed(leftover);
-
-  bool stdin_open = true;
-  std::string line;
-  std::int64_t close_deadline = 0;  // set once a close was sent or received
-  for (;;) {
-    if (g_interrupted && c.state() == connection_state::open) {
-      (void)c.close(1000, "");
-      g_interrupted = 0;
-    }
-    const std::int64_t now = io::detail::monotonic_ms();
-    if (c.state() != connection_state::open && close_deadline == 0) close_deadline = now + close_timeout_ms;
-    if (close_deadline && now >= close_deadline) break;     // the server did not finish: drop it
-    if (c.should_close_transport() || saw_eof) break;      // a failure, or the server's EOF
-    // Write what is pending.
-    while (c.want_write()) {
-      const auto o = c.pending_output();
-      const ssize_t n = ::send(fd, o.data(), o.size(), MSG_NOSIGNAL);
-      if (n > 0) { c.consume_output(static_cast<std::size_t>(n)); continue; }
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
-      saw_eof = true;  // the connection broke
-      break;
-    }
-    if (saw_eof) break;
-    pollfd p[2] = {{fd, POLLIN, 0}, {0, POLLIN, 0}};
-    if (c.want_write()) p[0].events |= POLLOUT;
-    const bool read_stdin =
-        stdin_open && c.state() == connection_state::open && c.pending_output().size() < stdin_pause_bytes;
-    const int timeout = close_deadline ? static_cast<int>(std::max<std::int64_t>(0, close_deadline - now)) : -1;
-    const int r = poll(p, read_stdin ? 2 : 1, timeout);
-    if (r < 0 && errno != EINTR) break;
-    if (r <= 0) continue;
-    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-      if (n > 0) {
-        feed(std::span<std::byte>(buf.data(), static_cast<std::size_t>(n)));
-      } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-        event ev;
-        if (c.feed_eof(ev)) print_event(ev, out);  // "<< close 1006": no close frame came
-        if (!out.empty()) { std::fwrite(out.data(), 1, out.size(), stdout); std::fflush(stdout); out.clear(); }
-        saw_eof = true;
-      }
-    }
-    if (read_stdin && (p[1].revents & (POLLIN | POLLHUP))) {
-      char in[65536];
-      const ssize_t n = ::read(0, in, sizeof in);
-      if (n > 0) {
-        line.append(in, static_cast<std::size_t>(n));
-        std::size_t start = 0;
-        for (std::size_t nl; (nl = line.find('\n', start)) != std::string::npos; start = nl + 1) {
-          std::string_view msg(line.data() + start, nl - start);
-          if (!msg.empty() && msg.back() == '\r') msg.remove_suffix(1);
-          const send_result s = c.send_text(msg);
-          if (s != send_result::ok)
-            std::fprintf(stderr, "ws6455 connect: not sent: %.*s\n", static_cast<int>(describe(s).size()),
-                         describe(s).data());
-        }
-        line.erase(0, start);
-      } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-        stdin_open = false;
-        if (!line.empty()) (void)c.send_text(line);  // a last line without a newline
-        line.clear();
-        if (close_after_stdin) (void)c.close(1000, "");
-      }
-    }
-  }
-  ::close(fd);
-  return c.closed_cleanly() ? 0 : 1;
+  // stdin is read once the server accepted (lines typed before wait in the pipe).
+  std::thread reader;
+  if (!echo) reader = std::thread([&] {
+    while (!handler.done && !handler.is_open) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    read_stdin(cl, *id, handler, close_after_stdin);
+  });
+  const int rc = cl.run();
+  handler.done = true;
+  g_client = nullptr;
+  if (reader.joinable()) reader.join();
+  if (rc != 0) return 1;
+  return handler.clean ? 0 : 1;
 }

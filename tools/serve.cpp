@@ -1,5 +1,5 @@
-// ws6455 serve: an echo or chat server over the epoll adapter (lib/io), with a
-// small browser page at GET /.
+// ws6455 serve: an echo or chat server over the socket adapters (epoll or
+// io_uring, one loop per thread), with a small browser page at GET /.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -9,19 +9,29 @@
 #include <vector>
 
 #include "cli_options.hpp"
-#include "ws6455/io/epoll_server.hpp"
+#include "ws6455/io/server.hpp"
 
 namespace ws6455::tools {
 namespace {
 
 constexpr const char* serve_usage =
     "usage: ws6455 serve [--host 127.0.0.1] [--port 8080] [--mode echo|chat] [--deflate]\n"
+    "                    [--backend auto|epoll|io_uring] [--threads N]\n"
+    "                    [--protocols a,b,... | --accept-any-protocol]\n"
     "                    [--max-message N] [--idle-timeout S] [--ping-interval S]\n"
     "                    [--handshake-timeout S] [--close-timeout S]\n"
-    "  echo: every text or binary message is sent back (any path, any subprotocol offered is accepted)\n"
+    "  echo: every text or binary message is sent back (any path)\n"
     "  chat: ws://HOST:PORT/chat/ROOM (or /?room=ROOM; default room 'lobby'): messages go to the room\n"
-    "  GET / without an upgrade answers a test page; other plain requests get 404.\n"
-    "  Timeouts in seconds (fractions allowed; 0 disables idle and ping). SIGINT/SIGTERM: close 1001, exit 0.\n";
+    "  GET or HEAD / without an upgrade answers a test page; other plain requests get 404.\n"
+    "  --backend: auto (default) uses io_uring where the kernel allows it, else epoll (and says so)\n"
+    "  --threads: loops, one per thread, sharing the port (SO_REUSEPORT); 0 = one per core; default 1\n"
+    "  --protocols: the subprotocols served; the client's first offer that is listed wins\n"
+    "    (default: --accept-any-protocol, the client's first offer whatever it is)\n"
+    "  Limits: --max-message default 64 MiB (frames 16 MiB, or the message limit if smaller);\n"
+    "    output refused past 128 MiB per connection (then closed with 1008); reading a\n"
+    "    connection pauses above 512 KiB of pending output.\n"
+    "  Timeouts in seconds (fractions allowed; 0 disables idle and ping); defaults: handshake 10,\n"
+    "    idle 120, ping 30, close 5. SIGINT/SIGTERM: close 1001, exit 0.\n";
 
 // The test page: connects back to the server it came from. @PATH@ is the default path.
 constexpr const char* page_template = R"html(<!doctype html>
@@ -69,18 +79,17 @@ std::string make_page(bool chat) {
   return page;
 }
 
-struct room {
-  std::string name;
-  std::vector<io::conn_id> members;
-};
-
+// Chat rooms are the server's topics, which span loops (--threads): a message is
+// encoded once and reaches every member, on whichever loop, once.
 class app final : public io::handler {
  public:
-  app(bool chat, std::string page) : chat_(chat), page_(std::move(page)) {}
-  io::epoll_server* server = nullptr;
+  app(bool chat, std::string page, io::upgrade_reply protocols)
+      : chat_(chat), page_(std::move(page)), protocols_(std::move(protocols)) {}
+  io::server* server = nullptr;
 
   void on_open(io::conn_id id, const http_request& req, io::upgrade_reply& reply) override {
-    reply.options.policy = subprotocol_policy::accept_any;
+    reply.options.policy = protocols_.options.policy;
+    reply.options.protocols = protocols_.options.protocols;
     if (!chat_) return;
     std::string name;
     if (req.path().starts_with("/chat/") && req.path().size() > 6) {
@@ -91,10 +100,8 @@ class app final : public io::handler {
       reply.reject(404, "no such room path: use /chat/ROOM\n");
       return;
     }
-    room& r = rooms_[name];
-    r.name = name;
-    r.members.push_back(id);
-    server->set_user_data(id, &r);  // unordered_map nodes do not move
+    server->subscribe(id, name);
+    server->set_user_data(id, new std::string(std::move(name)));  // this connection's room
   }
 
   bool on_http(const http_request& req, io::http_reply& reply) override {
@@ -111,41 +118,31 @@ class app final : public io::handler {
 
   void on_message(io::conn_id id, const event& ev) override {
     if (chat_) {
-      auto* r = static_cast<room*>(server->user_data(id));
-      if (!r) return;
-      const prepared_message m(ev.type == event_type::text ? opcode::text : opcode::binary, ev.data);
-      server->broadcast(r->members, m);
+      const auto* room = static_cast<const std::string*>(server->user_data(id));
+      if (!room) return;
+      server->publish(*room, prepared_message(ev.type == event_type::text ? opcode::text : opcode::binary, ev.data));
       return;
     }
     const send_result s = ev.type == event_type::text ? server->send_text(id, ev.text(), /*trusted_utf8=*/true)
                                                       : server->send_binary(id, ev.data);
     // Past max_write_buffer_size: the peer does not read its echoes; give up on it.
-    if (s == send_result::backpressure) server->close(id, 1008, "output buffer full");
+    if (s == send_result::backpressure) (void)server->close(id, 1008, "output buffer full");
   }
 
   void on_close(io::conn_id id, std::uint16_t, std::string_view) override {
-    auto* r = static_cast<room*>(server->user_data(id));
-    if (!r) return;
-    auto& m = r->members;
-    for (std::size_t i = 0; i < m.size(); ++i)
-      if (m[i] == id) {
-        m[i] = m.back();
-        m.pop_back();
-        break;
-      }
-    if (m.empty()) rooms_.erase(r->name);
+    delete static_cast<std::string*>(server->user_data(id));  // topics are left by the server
   }
 
  private:
   bool chat_;
   std::string page_;
-  std::unordered_map<std::string, room> rooms_;
+  io::upgrade_reply protocols_;
 };
 
-io::epoll_server* g_server = nullptr;
+io::server* g_server = nullptr;
 
 extern "C" void on_stop_signal(int) {
-  if (g_server) g_server->request_stop();  // an eventfd write: async-signal-safe
+  if (g_server) g_server->request_stop();  // eventfd writes: async-signal-safe
 }
 
 std::optional<std::chrono::milliseconds> parse_seconds(std::string_view s) {
@@ -162,9 +159,9 @@ std::optional<std::chrono::milliseconds> parse_seconds(std::string_view s) {
 int serve_main(int argc, char** argv) {
   using namespace ws6455;
   using namespace ws6455::tools;
-  io::server_options opts;
-  opts.ws.max_message_size = 16u << 20;
-  opts.ws.max_write_buffer_size = 64u << 20;
+  io::server_options opts;  // the library's limits: 64 MiB messages, 16 MiB frames
+  io::upgrade_reply protocols;
+  protocols.options.policy = subprotocol_policy::accept_any;
   bool chat = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -190,12 +187,33 @@ int serve_main(int argc, char** argv) {
       chat = *v == "chat";
     } else if (arg == "--deflate") {
       opts.deflate = true;
+    } else if (auto v = option_value(argc, argv, i, "--backend")) {
+      if (*v == "auto") opts.backend = io::backend::automatic;
+      else if (*v == "epoll") opts.backend = io::backend::epoll;
+      else if (*v == "io_uring") opts.backend = io::backend::io_uring;
+      else { std::fprintf(stderr, "ws6455 serve: --backend is auto, epoll or io_uring\n"); return 2; }
+    } else if (auto v = option_value(argc, argv, i, "--threads")) {
+      auto n = parse_size(*v);
+      if (!n || *n > 64) { std::fprintf(stderr, "ws6455 serve: --threads takes 0..64\n"); return 2; }
+      opts.threads = static_cast<unsigned>(*n);
+    } else if (auto v = option_value(argc, argv, i, "--protocols")) {
+      protocols.options.policy = subprotocol_policy::prefer_client;
+      protocols.options.protocols.clear();
+      for (std::string_view rest = *v; !rest.empty();) {
+        const auto comma = rest.find(',');
+        if (comma != 0) protocols.options.protocols.emplace_back(rest.substr(0, comma));
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
+    } else if (arg == "--accept-any-protocol") {
+      protocols.options.policy = subprotocol_policy::accept_any;
+      protocols.options.protocols.clear();
     } else if (auto v = option_value(argc, argv, i, "--max-message")) {
       auto n = parse_size(*v);
       if (!n || *n == 0) { std::fprintf(stderr, "ws6455 serve: --max-message takes a positive number\n"); return 2; }
       opts.ws.max_message_size = *n;
       opts.ws.max_frame_size = std::min(opts.ws.max_frame_size, *n);
-      opts.ws.max_write_buffer_size = std::max<std::size_t>(opts.ws.max_write_buffer_size, 4 * *n);
+      opts.ws.max_write_buffer_size = std::max<std::size_t>(opts.ws.max_write_buffer_size, 2 * *n + 64);
     } else if (seconds("--idle-timeout", opts.idle_timeout) || seconds("--ping-interval", opts.ping_interval) ||
                seconds("--handshake-timeout", opts.handshake_timeout) ||
                seconds("--close-timeout", opts.close_timeout)) {
@@ -212,8 +230,8 @@ int serve_main(int argc, char** argv) {
     return 2;
   }
 
-  app handler(chat, make_page(chat));
-  io::epoll_server server(opts, handler);
+  app handler(chat, make_page(chat), std::move(protocols));
+  io::server server(opts, handler);
   handler.server = &server;
   auto port = server.listen();
   if (!port) {
@@ -229,12 +247,14 @@ int serve_main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);  // sendmsg uses MSG_NOSIGNAL; this is belt and braces
 
   const bool v6 = opts.host.find(':') != std::string::npos;
+  std::fprintf(stderr, "ws6455 serve: %s, %u loop%s\n", std::string(io::to_string(server.active_backend())).c_str(),
+               server.threads(), server.threads() == 1 ? "" : "s");
   std::printf("listening on ws://%s%s%s:%u/\n", v6 ? "[" : "", opts.host.c_str(), v6 ? "]" : "", *port);
   std::fflush(stdout);
   const int rc = server.run();
   g_server = nullptr;
   if (rc != 0) {
-    std::fprintf(stderr, "ws6455 serve: epoll failed: %s\n", std::strerror(errno));
+    std::fprintf(stderr, "ws6455 serve: the event loop failed: %s\n", std::strerror(errno));
     return 1;
   }
   return 0;

@@ -1,5 +1,5 @@
-// Pieces of the socket adapters that do not depend on epoll: the clock and the
-// deadline heap. The core reads no clock (LESSONS.md 14); the adapter does.
+// What every socket backend shares: the clock and the
+// deadline heap. The core reads no clock; the adapter does.
 #pragma once
 
 #include <algorithm>
@@ -53,7 +53,7 @@ class deadline_heap {
   std::vector<entry> heap_;
 };
 
-// epoll_wait's timeout for a deadline: rounded up, so that we never wake a
+// The wait timeout for a deadline: rounded up, so that we never wake a
 // millisecond early and spin; -1 (block) without a deadline.
 inline int wait_timeout_ms(std::int64_t deadline, std::int64_t now) noexcept {
   if (deadline == no_deadline) return -1;

@@ -1,0 +1,77 @@
+// What the socket adapters (server and client) share: connection handles, the
+// choice of backend, the callbacks both sides get, and the calls that act on one
+// connection.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "ws6455/connection.hpp"
+#include "ws6455/error.hpp"
+#include "ws6455/event.hpp"
+
+namespace ws6455::io {
+
+// A connection handle: which loop, a generation and a slot, so a stale handle (the
+// connection ended, the slot was reused) is recognised and refused. Never 0.
+using conn_id = std::uint64_t;
+
+// The loop a handle belongs to (0 .. threads-1).
+constexpr unsigned loop_of(conn_id id) noexcept { return static_cast<unsigned>(id >> 56); }
+
+// How sockets are driven. Both give the same behaviour; io_uring makes fewer
+// system calls. automatic: io_uring where the kernel allows it, else epoll (and
+// one line on stderr saying why).
+enum class backend : std::uint8_t { automatic, epoll, io_uring };
+std::string_view to_string(backend b) noexcept;
+
+// Counters of one endpoint (summed over its loops). Safe to read from any thread.
+struct io_stats {
+  std::size_t connections = 0;      // open sockets, in any phase
+  std::uint64_t accepted = 0;       // TCP connections accepted (server)
+  std::uint64_t connected = 0;      // TCP connections established (client)
+  std::uint64_t upgraded = 0;       // WebSocket connections opened
+  std::uint64_t broadcast_dropped = 0;  // broadcast copies skipped for slow consumers
+  std::uint64_t paused_reads = 0;   // times a connection stopped being read (backpressure)
+};
+
+// Sending to one connection, from the thread of the loop that owns it (inside a
+// callback, or before run()). send_result::closed also for a stale or unknown id.
+// Frames are written after the current callback returns, batched per loop pass.
+class endpoint {
+ public:
+  send_result send_text(conn_id id, std::string_view text, bool trusted_utf8 = false);
+  send_result send_binary(conn_id id, std::span<const std::byte> data);
+  send_result send_ping(conn_id id, std::span<const std::byte> data = {});
+  send_result close(conn_id id, std::uint16_t code = 1000, std::string_view reason = {});
+  // The same prepared frame to each open connection of `ids` that lives on the
+  // calling loop. Connections above high_water are skipped (counted in
+  // broadcast_dropped). Returns how many got it.
+  std::size_t broadcast(std::span<const conn_id> ids, const prepared_message& m);
+
+  // The connection's frame layer for anything else (nullptr when not open).
+  // Do not keep the pointer beyond the current callback.
+  connection* find(conn_id id) noexcept;
+  // Pending output of a connection (bytes), 0 when unknown.
+  std::size_t buffered_amount(conn_id id) const noexcept;
+  // An application pointer per connection, nullptr by default.
+  void set_user_data(conn_id id, void* p) noexcept;
+  void* user_data(conn_id id) const noexcept;
+
+  io_stats stats() const noexcept;
+  // The backend in use (never automatic once listen()/connect() ran).
+  backend active_backend() const noexcept;
+
+  struct impl;  // lib/io/endpoint.hpp
+
+ protected:
+  endpoint() = default;
+  ~endpoint();
+  endpoint(const endpoint&) = delete;
+  endpoint& operator=(const endpoint&) = delete;
+  impl* impl_ = nullptr;
+};
+
+}  // namespace ws6455::io

@@ -1,0 +1,234 @@
+// The driver: one event loop's connections, from accept (or connect) to close,
+// over any backend. One thread runs a loop; every callback runs on it.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <array>
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "io/backend.hpp"
+#include "io/timers.hpp"
+#include "ws6455/connection.hpp"
+#include "ws6455/handshake.hpp"
+#include "ws6455/io/client.hpp"
+#include "ws6455/io/server.hpp"
+#include "ws6455/permessage_deflate.hpp"
+
+namespace ws6455::io::detail {
+
+enum class phase : std::uint8_t {
+  free,        // an unused slot
+  connecting,  // client: TCP connect in progress
+  handshake,   // reading the request head (server) or the response head (client)
+  http_reply,  // writing an HTTP answer (error, page); then lingering
+  open,        // a WebSocket (also while closing)
+  lingering,   // we sent FIN (shutdown SHUT_WR); reading and dropping until the peer's EOF
+  draining,    // closed; the backend still has an operation on it (io_uring)
+};
+
+// What a client connection needs until it is open.
+struct client_spec {
+  ws_url url;
+  ws6455::client_options handshake;
+  std::vector<sockaddr_storage> addrs;  // from getaddrinfo, tried in order
+  std::vector<socklen_t> addr_lens;
+  std::size_t next_addr = 0;
+  std::string last_error;
+};
+
+// Per-connection state that an idle, open connection does not need: allocated for
+// the handshake, an HTTP answer, a pause, a close or topics, and freed after.
+struct conn_extra {
+  std::unique_ptr<server_handshake> server_hs;
+  std::unique_ptr<client_handshake> client_hs;
+  std::unique_ptr<client_spec> client;
+  std::string http_out;  // the handshake's answer (or the client's request), before any frame
+  std::size_t http_pos = 0;
+  std::vector<std::byte> pending_in;  // input left unfed when reading paused
+  std::string close_reason;
+  std::vector<std::string> topics;
+
+  bool idle() const noexcept {
+    return !server_hs && !client_hs && !client && http_out.empty() && pending_in.empty() &&
+           close_reason.empty() && topics.empty();
+  }
+};
+
+struct conn {
+  int fd = -1;
+  std::uint32_t slot = 0;
+  std::uint32_t gen = 1;  // bumped when the slot is freed: stale ids stop matching
+  phase ph = phase::free;
+  bool is_client = false;
+  bool dirty = false;         // in the dirty list
+  bool paused = false;        // not read because of backpressure
+  bool opened = false;        // on_open accepted it: on_close is owed
+  bool closing_seen = false;  // the close timer runs
+  bool writing = false;       // a write is in flight (io_uring) or waits for EPOLLOUT
+  bool reading = false;       // what the driver last asked the backend for
+  std::uint8_t ops = 0;       // backend: operations in flight (io_uring)
+  std::uint8_t bflags = 0;    // backend: its own flags
+  std::uint16_t close_code = 1006;
+  std::uint32_t timer_stamp = 0;
+  std::uint32_t bdata = 0;    // backend: epoll interest / io_uring send slot
+  std::int64_t last_rx = 0;
+  std::int64_t last_ping = 0;
+  std::int64_t deadline = 0;                   // connect, handshake, close and linger deadlines
+  std::int64_t timer_at = no_deadline;         // the live heap entry's deadline
+  void* user = nullptr;
+  std::unique_ptr<conn_extra> x;
+  std::optional<connection> ws;
+
+  conn_extra& extra() {
+    if (!x) x = std::make_unique<conn_extra>();
+    return *x;
+  }
+};
+
+// Options of a loop, from server_options or client_options.
+struct loop_options {
+  config ws;
+  bool deflate = false;
+  permessage_deflate::server_options server_deflate;
+  permessage_deflate::client_options client_deflate;
+  handshake_limits limits;
+  std::int64_t connect_timeout = 10'000;
+  std::int64_t handshake_timeout = 10'000;
+  std::int64_t idle_timeout = 0;
+  std::int64_t ping_interval = 0;
+  std::int64_t close_timeout = 5'000;
+  std::size_t read_buffer_size = 256u << 10;
+  std::size_t high_water = 512u << 10;
+  std::size_t low_water = 128u << 10;
+  std::size_t max_connections = 100'000;
+  bool exit_when_idle = false;
+};
+
+// Counters, readable from other threads.
+struct loop_counters {
+  std::atomic<std::size_t> connections{0};
+  std::atomic<std::uint64_t> accepted{0}, connected{0}, upgraded{0}, broadcast_dropped{0}, paused_reads{0};
+};
+
+class loop;
+// The loop whose run() is on this thread's stack, or nullptr.
+loop* current_loop() noexcept;
+
+class loop {
+ public:
+  loop(unsigned index, loop_options opts, handler* server_app, client_handler* client_app);
+  ~loop();
+  loop(const loop&) = delete;
+  loop& operator=(const loop&) = delete;
+
+  // Creates the backend; call on the thread that will run the loop (io_uring rings
+  // belong to their thread). `fallback_note` gets a line when automatic fell back.
+  // Returns why it failed, or an empty string.
+  std::string start_backend(io::backend wanted, std::string* fallback_note);
+  bool has_backend() const noexcept { return be_ != nullptr; }
+  io::backend kind() const noexcept;
+  void add_listener(int fd);  // owned by the loop from now on
+  // Runs until the graceful stop completed (or, with exit_when_idle, no connection
+  // is left). Returns 0, or -1 if the backend failed.
+  int run();
+  void request_stop() noexcept;  // async-signal-safe
+  void post(std::function<void()> task);  // thread-safe
+
+  // Client connections.
+  expected<conn_id, std::string> connect(std::unique_ptr<client_spec> spec);
+
+  // Connection calls (loop thread).
+  conn* lookup(conn_id id) noexcept;
+  const conn* lookup(conn_id id) const noexcept;
+  conn* lookup_open(conn_id id) noexcept;
+  void mark_dirty(conn& c);
+  std::size_t output_size(const conn& c) const noexcept;
+  std::size_t broadcast(std::span<const conn_id> ids, const prepared_message& m);
+  void subscribe(conn_id id, std::string_view topic);
+  void unsubscribe(conn_id id, std::string_view topic);
+  std::size_t deliver(std::string_view topic, const prepared_message& m);
+  const loop_counters& counters() const noexcept { return st_; }
+  conn_id id_of(const conn& c) const noexcept;
+
+  // Reports from the backend.
+  void on_accept(int fd);
+  void on_accept_error(int err);
+  void on_connected(conn& c, int err);
+  void on_bytes(conn& c, std::span<std::byte> in);
+  void on_eof(conn& c);
+  void on_transport_error(conn& c);
+  void on_write_done(conn& c, ssize_t result);
+  void on_released(conn& c);
+  void on_wake();
+  conn* slot_conn(std::uint32_t slot, std::uint32_t gen) noexcept;
+  std::span<std::byte> read_buffer() noexcept { return read_buf_; }
+  std::int64_t now() const noexcept { return now_; }
+  void set_now(std::int64_t t) noexcept { now_ = t; }
+  const loop_options& options() const noexcept { return opts_; }
+
+ private:
+  conn& new_conn(int fd, phase ph);
+  void destroy(conn& c);
+  void free_slot(conn& c);
+  void begin_linger(conn& c);
+  void pause_accepting(std::int64_t until);
+  void resume_accepting();
+  std::int64_t next_deadline(const conn& c) const noexcept;
+  void arm(conn& c);
+  void note_closing(conn& c);
+  void run_timers();
+  void on_timer(conn& c);
+  void try_next_address(conn& c);
+  void on_server_handshake_bytes(conn& c, std::span<std::byte> in);
+  void on_client_handshake_bytes(conn& c, std::span<std::byte> in);
+  void accept_upgrade(conn& c);
+  void enter_http_reply(conn& c);
+  void fail_client(conn& c, std::string reason);
+  void feed_frames(conn& c, std::span<std::byte> in);
+  void dispatch(conn& c, const event& ev);
+  bool flush(conn& c);
+  void consume(conn& c, std::size_t n);
+  void service(conn& c);
+  void service_dirty();
+  void update_reading(conn& c);
+  void begin_stop();
+  void run_posted();
+  void trim_extra(conn& c);
+
+  unsigned index_;
+  loop_options opts_;
+  handler* server_app_;
+  client_handler* client_app_;
+  std::unique_ptr<backend_base> be_;
+  std::vector<int> listen_fds_;
+  int wake_fd_ = -1;
+  bool listening_paused_ = false;
+  std::int64_t accept_resume_at_ = no_deadline;
+  bool stopping_ = false;
+  std::atomic<bool> stop_requested_{false};
+  std::int64_t stop_deadline_ = no_deadline;
+  std::int64_t now_ = 0;
+
+  std::deque<conn> slots_;  // stable addresses, no allocation per connection
+  std::vector<std::uint32_t> free_slots_;
+  std::vector<conn_id> dirty_;
+  deadline_heap timers_;
+  std::vector<std::byte> read_buf_;
+  std::array<event, 64> events_{};
+  loop_counters st_;
+  std::unordered_map<std::string, std::vector<conn_id>> topics_;
+
+  std::mutex posted_mu_;
+  std::vector<std::function<void()>> posted_;
+};
+
+}  // namespace ws6455::io::detail
