@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """`ws6455 serve` against a real browser: runs tests/browser/interop.mjs.
 
-Usage: /usr/bin/python3 tests/test_browser.py path/to/ws6455
+Usage: /usr/bin/python3 tests/test_browser.py path/to/ws6455 [serve options...]
+
+Serve options (for example `--backend io_uring --threads 2`) go to every server.
 
 Needs node (>= 18), Chromium (/usr/bin/chromium, Debian's `chromium` package; or
 WS6455_CHROMIUM) and playwright-core (npm; looked for in WS6455_NODE_MODULES, then
@@ -31,8 +33,8 @@ def skip(why):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print("usage: test_browser.py path/to/ws6455", file=sys.stderr)
+    if len(sys.argv) < 2:
+        print("usage: test_browser.py path/to/ws6455 [serve options...]", file=sys.stderr)
         return 2
     tool = os.path.abspath(sys.argv[1])
     if not os.access(tool, os.X_OK):
@@ -68,7 +70,7 @@ def main():
     print(f"# node {version}, {chromium}, playwright-core from {modules}")
     sys.stdout.flush()
     # Its own session: on timeout the whole group goes (node, Chromium and its helpers, serve).
-    proc = subprocess.Popen([node, SCRIPT, tool], env=env, start_new_session=True)
+    proc = subprocess.Popen([node, SCRIPT, tool, *sys.argv[2:]], env=env, start_new_session=True)
     try:
         rc = proc.wait(timeout=HARD_LIMIT_S)
         if rc < 0:

@@ -306,6 +306,66 @@ async def graceful_stop(srv):
         return ws.close_code
 
 
+async def chat_across_loops(url, rooms=4, per_room=10, per_sender=25):
+    """Every member of a room gets every message of that room once, in each sender's
+    order; nobody else gets it. Messages are "room:sender:seq"; some are large
+    (written by reference from one shared encoding)."""
+    clients = []
+    for r in range(rooms):
+        for i in range(per_room):
+            ws = await websockets.connect(f"{url}/chat/room{r}", ping_interval=None, max_size=None)
+            clients.append((r, i, ws))
+    expected_total = per_room * per_sender  # messages each member should receive
+    got = {(r, i): [] for r, i, _ in clients}
+
+    async def reader(r, i, ws):
+        while len(got[(r, i)]) < expected_total:
+            msg = await asyncio.wait_for(ws.recv(), 20)
+            got[(r, i)].append(msg.split("|", 1)[0])
+
+    async def writer(r, i, ws):
+        for seq in range(per_sender):
+            pad = "x" * (3000 if seq % 5 == 0 else 0)
+            await ws.send(f"{r}:{i}:{seq}|{pad}")
+
+    try:
+        await asyncio.gather(*(reader(r, i, ws) for r, i, ws in clients), *(writer(r, i, ws) for r, i, ws in clients))
+        await asyncio.sleep(0.3)  # anything extra (a duplicate, another room's) would arrive now
+        extra = 0
+        for r, i, ws in clients:
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 0.01)
+                    extra += 1
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        for _, _, ws in clients:
+            await ws.close()
+    bad = []
+    for (r, i), msgs in got.items():
+        seen = {}
+        for m in msgs:
+            mr, sender, seq = (int(x) for x in m.split(":"))
+            if mr != r or seen.get(sender, -1) + 1 != seq:
+                bad.append(((r, i), m))
+                break
+            seen[sender] = seq
+        if len(msgs) != expected_total or len(seen) != per_room:
+            bad.append(((r, i), len(msgs)))
+    return bad, extra
+
+
+def test_chat_across_loops():
+    srv = Server("--mode", "chat", "--threads", "4")
+    try:
+        bad, extra = arun(chat_across_loops(srv.url), timeout=90)
+        check("chat --threads 4: each member gets each message of its room once, in sender order",
+              not bad and extra == 0, f"{bad[:3]} extra={extra}")
+    finally:
+        srv.stop()
+
+
 def test_graceful_stop():
     srv = Server()
     code = arun(graceful_stop(srv))
@@ -600,6 +660,7 @@ def main():
         run_check("wsproto", test_wsproto, srv, srv_deflate)
         run_check("http", test_http, srv)
         run_check("chat", test_chat, srv_chat)
+        run_check("chat across loops", test_chat_across_loops)
         run_check("connect tool", test_connect_tool, srv, srv_deflate)
         run_check("many clients and limits", test_many_and_limits, srv)
         run_check("node ws", test_node, srv_deflate)

@@ -103,6 +103,9 @@ class connection {
   role which_role() const noexcept { return role_; }
   bool want_read() const noexcept { return state_ == connection_state::open || state_ == connection_state::closing; }
   bool want_write() const noexcept { return out_size_ != out_head_; }
+  // A fragmented message of ours is open (send_fragment without fin): only control
+  // frames and its continuations may go out until it ends (§5.4).
+  bool sending_fragmented() const noexcept { return tx_in_message_; }
   // Close the TCP connection now? For a server, once the close handshake is over (or
   // failed) and the output drained (§7.1.1: the server closes first). A client waits
   // for the server's EOF after a clean close (callers should bound that with a timeout),

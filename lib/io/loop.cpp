@@ -75,8 +75,8 @@ loop::loop(unsigned index, loop_options opts, handler* server_app, client_handle
 }
 
 loop::~loop() {
-  for (auto& c : slots_)
-    if (c.fd >= 0) ::close(c.fd);
+  for (std::size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].fd >= 0) ::close(slots_[i].fd);
   for (int fd : listen_fds_)
     if (fd >= 0) ::close(fd);
   be_.reset();  // before the wake fd: the backend may watch it
@@ -146,7 +146,10 @@ void loop::mark_dirty(conn& c) {
 
 std::size_t loop::output_size(const conn& c) const noexcept {
   std::size_t n = c.ws ? c.ws->pending_output().size() : 0;
-  if (c.x) n += c.x->http_out.size() - c.x->http_pos;
+  if (c.x) {
+    n += c.x->http_out.size() - c.x->http_pos;
+    for (const auto& f : c.x->shared_out) n += f.msg->bytes().size() - f.sent;
+  }
   return n;
 }
 
@@ -157,8 +160,7 @@ conn& loop::new_conn(int fd, phase ph) {
     free_slots_.pop_back();
   } else {
     slot = static_cast<std::uint32_t>(slots_.size());
-    slots_.emplace_back();
-    slots_.back().slot = slot;
+    slots_.grow().slot = slot;
   }
   conn& c = slots_[slot];
   c.fd = fd;
@@ -633,17 +635,37 @@ void loop::dispatch(conn& c, const event& ev) {
 
 // ------------------------------------------------------------ writing
 
-// Writes what is pending (the HTTP answer, then frames) until done, blocked or in
-// flight. Returns false when the connection was destroyed.
+// What goes out next, in order: the HTTP answer, then the connection's own frames
+// interleaved with the frames queued by reference. Returns the iovec count.
+int loop::gather(conn& c, iovec* iov, int max_iov) {
+  int n = 0;
+  if (c.x && c.x->http_pos < c.x->http_out.size())
+    iov[n++] = {c.x->http_out.data() + c.x->http_pos, c.x->http_out.size() - c.x->http_pos};
+  std::span<const std::byte> own;
+  if (c.ws && c.ph == phase::open) own = c.ws->pending_output();
+  std::size_t own_pos = 0;
+  if (c.x && c.ph == phase::open) {
+    for (const shared_frame& f : c.x->shared_out) {
+      if (n + 2 > max_iov) return n;
+      if (f.after > own_pos) {
+        iov[n++] = {const_cast<std::byte*>(own.data() + own_pos), f.after - own_pos};
+        own_pos = f.after;
+      }
+      const auto b = f.msg->bytes();
+      iov[n++] = {const_cast<std::byte*>(b.data() + f.sent), b.size() - f.sent};
+    }
+  }
+  if (own_pos < own.size() && n < max_iov)
+    iov[n++] = {const_cast<std::byte*>(own.data() + own_pos), own.size() - own_pos};
+  return n;
+}
+
+// Writes what is pending until done, blocked or in flight. Returns false when the
+// connection was destroyed.
 bool loop::flush(conn& c) {
   while (!c.writing) {
-    iovec iov[2];
-    int n = 0;
-    if (c.x && c.x->http_pos < c.x->http_out.size())
-      iov[n++] = {c.x->http_out.data() + c.x->http_pos, c.x->http_out.size() - c.x->http_pos};
-    std::span<const std::byte> frames;
-    if (c.ws && c.ph == phase::open) frames = c.ws->pending_output();
-    if (!frames.empty()) iov[n++] = {const_cast<std::byte*>(frames.data()), frames.size()};
+    iovec iov[16];
+    const int n = gather(c, iov, 16);
     if (n == 0) return true;
     const ssize_t w = be_->write(c, iov, n);
     if (w >= 0) {
@@ -655,8 +677,9 @@ bool loop::flush(conn& c) {
       return true;
     }
     if (w == write_submitted) {
-      // The kernel reads these bytes later: they must not move meanwhile.
-      if (!frames.empty()) c.ws->pin_output();
+      // The kernel reads these bytes later: they must not move meanwhile (the
+      // shared frames are kept alive by their queue entries).
+      if (c.ws && c.ph == phase::open) c.ws->pin_output();
       c.writing = true;
       return true;
     }
@@ -666,6 +689,8 @@ bool loop::flush(conn& c) {
   return true;
 }
 
+// `n` bytes went out: take them off the HTTP answer, the own output and the
+// shared frames, in the order gather() put them.
 void loop::consume(conn& c, std::size_t n) {
   if (c.x && c.x->http_pos < c.x->http_out.size()) {
     const std::size_t from_http = std::min(n, c.x->http_out.size() - c.x->http_pos);
@@ -675,6 +700,25 @@ void loop::consume(conn& c, std::size_t n) {
       c.x->http_out = std::string();  // the head is sent: give its memory back
       c.x->http_pos = 0;
     }
+  }
+  if (c.x && !c.x->shared_out.empty()) {
+    auto& q = c.x->shared_out;
+    std::size_t done = 0;
+    while (n && done < q.size()) {
+      shared_frame& f = q[done];
+      if (f.after) {  // own bytes before this frame
+        const std::size_t k = std::min(n, f.after);
+        c.ws->consume_output(k);
+        for (std::size_t i = done; i < q.size(); ++i) q[i].after -= k;
+        n -= k;
+        continue;
+      }
+      const std::size_t k = std::min(n, f.msg->bytes().size() - f.sent);
+      f.sent += k;
+      n -= k;
+      if (f.sent == f.msg->bytes().size()) ++done;
+    }
+    q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(done));
   }
   if (n && c.ws) c.ws->consume_output(n);
 }
@@ -706,7 +750,7 @@ void loop::service(conn& c) {
     if (c.ph != phase::open) break;
     connection& ws = *c.ws;
     if (ws.state() != connection_state::open) note_closing(c);
-    if (ws.should_close_transport() && !c.writing) {
+    if (ws.should_close_transport() && !c.writing && output_size(c) == 0) {
       begin_linger(c);
       break;
     }
@@ -762,6 +806,39 @@ std::size_t loop::broadcast(std::span<const conn_id> ids, const prepared_message
   return sent;
 }
 
+// Below this a frame is copied into each recipient's output (cheaper than another
+// iovec and a reference count); above it, it is written from the shared encoding.
+constexpr std::size_t shared_frame_threshold = 2048;
+
+bool loop::queue_shared(conn& c, const std::shared_ptr<const prepared_message>& m) {
+  connection& ws = *c.ws;
+  // The frame layer's own rules for a prepared frame (open, not inside a
+  // fragmented message of ours, server role): a zero-length probe.
+  if (ws.state() != connection_state::open || ws.which_role() != role::server || ws.sending_fragmented()) return false;
+  auto& q = c.extra().shared_out;
+  q.push_back({m, ws.pending_output().size(), 0});
+  return true;
+}
+
+std::size_t loop::broadcast(std::span<const conn_id> ids, const std::shared_ptr<const prepared_message>& m) {
+  if (m->bytes().size() < shared_frame_threshold) return broadcast(ids, *m);
+  std::size_t sent = 0;
+  for (const conn_id id : ids) {
+    if (loop_of(id) != index_) continue;
+    conn* c = lookup_open(id);
+    if (!c || c->is_client) continue;
+    if (output_size(*c) > opts_.high_water) {
+      ++st_.broadcast_dropped;
+      continue;
+    }
+    if (queue_shared(*c, m)) {
+      mark_dirty(*c);
+      ++sent;
+    }
+  }
+  return sent;
+}
+
 void loop::subscribe(conn_id id, std::string_view topic) {
   conn* c = lookup(id);
   if (!c) return;
@@ -785,7 +862,7 @@ void loop::unsubscribe(conn_id id, std::string_view topic) {
   if (m.empty()) topics_.erase(it);
 }
 
-std::size_t loop::deliver(std::string_view topic, const prepared_message& m) {
+std::size_t loop::deliver(std::string_view topic, const std::shared_ptr<const prepared_message>& m) {
   auto it = topics_.find(std::string(topic));
   return it == topics_.end() ? 0 : broadcast(it->second, m);
 }
@@ -837,7 +914,8 @@ void loop::begin_stop() {
     if (!listening_paused_) be_->pause_accepting(true);  // no new connections
     listening_paused_ = true;
   }
-  for (conn& c : slots_) {
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    conn& c = slots_[i];
     if (c.ph == phase::handshake || c.ph == phase::connecting) {
       if (c.is_client) fail_client(c, "stopped");
       else destroy(c);
@@ -871,15 +949,16 @@ int loop::run() {
     if (listening_paused_ && now_ >= accept_resume_at_) resume_accepting();
   }
   // Past the deadline: whoever is left is dropped.
-  for (conn& c : slots_)
-    if (c.ph != phase::free && c.ph != phase::draining) destroy(c);
+  for (std::size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].ph != phase::free && slots_[i].ph != phase::draining) destroy(slots_[i]);
   for (int& fd : listen_fds_) {
     ::close(fd);
     fd = -1;
   }
   // io_uring: wait (bounded) for the cancelled operations, so no memory is read after.
   for (int i = 0; i < 100; ++i) {
-    const bool draining = std::any_of(slots_.begin(), slots_.end(), [](const conn& c) { return c.ph == phase::draining; });
+    bool draining = false;
+    for (std::size_t s = 0; s < slots_.size() && !draining; ++s) draining = slots_[s].ph == phase::draining;
     if (!draining) break;
     now_ = monotonic_ms();
     if (!be_->wait(now_ + 10, now_)) break;

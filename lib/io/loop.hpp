@@ -6,7 +6,6 @@
 
 #include <array>
 #include <atomic>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "io/backend.hpp"
+#include "io/slab.hpp"
 #include "io/timers.hpp"
 #include "ws6455/connection.hpp"
 #include "ws6455/handshake.hpp"
@@ -45,6 +45,15 @@ struct client_spec {
   std::string last_error;
 };
 
+// A prepared frame queued by reference (broadcast, publish): written from the
+// shared encoding, never copied per recipient. `after` counts the connection's own
+// pending output bytes that go before it; `sent` how much of it went out.
+struct shared_frame {
+  std::shared_ptr<const prepared_message> msg;
+  std::size_t after = 0;
+  std::size_t sent = 0;
+};
+
 // Per-connection state that an idle, open connection does not need: allocated for
 // the handshake, an HTTP answer, a pause, a close or topics, and freed after.
 struct conn_extra {
@@ -56,30 +65,32 @@ struct conn_extra {
   std::vector<std::byte> pending_in;  // input left unfed when reading paused
   std::string close_reason;
   std::vector<std::string> topics;
+  std::vector<shared_frame> shared_out;  // in order; written interleaved with the own output
 
   bool idle() const noexcept {
     return !server_hs && !client_hs && !client && http_out.empty() && pending_in.empty() &&
-           close_reason.empty() && topics.empty();
+           close_reason.empty() && topics.empty() && shared_out.empty();
   }
 };
 
 struct conn {
+  // Packed: an idle connection is this, its frame layer and one timer entry.
   int fd = -1;
   std::uint32_t slot = 0;
-  std::uint32_t gen = 1;  // bumped when the slot is freed: stale ids stop matching
-  phase ph = phase::free;
-  bool is_client = false;
-  bool dirty = false;         // in the dirty list
-  bool paused = false;        // not read because of backpressure
-  bool opened = false;        // on_open accepted it: on_close is owed
-  bool closing_seen = false;  // the close timer runs
-  bool writing = false;       // a write is in flight (io_uring) or waits for EPOLLOUT
-  bool reading = false;       // what the driver last asked the backend for
-  std::uint8_t ops = 0;       // backend: operations in flight (io_uring)
-  std::uint8_t bflags = 0;    // backend: its own flags
-  std::uint16_t close_code = 1006;
+  std::uint32_t gen = 1;  // 24 bits used; bumped when the slot is freed: stale ids stop matching
   std::uint32_t timer_stamp = 0;
   std::uint32_t bdata = 0;    // backend: epoll interest / io_uring send slot
+  std::uint16_t close_code = 1006;
+  phase ph = phase::free;
+  std::uint8_t ops = 0;       // backend: operations in flight (io_uring)
+  std::uint8_t bflags = 0;    // backend: its own flags
+  bool is_client : 1 = false;
+  bool dirty : 1 = false;         // in the dirty list
+  bool paused : 1 = false;        // not read because of backpressure
+  bool opened : 1 = false;        // on_open accepted it: on_close is owed
+  bool closing_seen : 1 = false;  // the close timer runs
+  bool writing : 1 = false;       // a write is in flight (io_uring) or waits for EPOLLOUT
+  bool reading : 1 = false;       // what the driver last asked the backend for
   std::int64_t last_rx = 0;
   std::int64_t last_ping = 0;
   std::int64_t deadline = 0;                   // connect, handshake, close and linger deadlines
@@ -153,9 +164,11 @@ class loop {
   void mark_dirty(conn& c);
   std::size_t output_size(const conn& c) const noexcept;
   std::size_t broadcast(std::span<const conn_id> ids, const prepared_message& m);
+  // The same, by reference: large frames are written from `m` itself.
+  std::size_t broadcast(std::span<const conn_id> ids, const std::shared_ptr<const prepared_message>& m);
   void subscribe(conn_id id, std::string_view topic);
   void unsubscribe(conn_id id, std::string_view topic);
-  std::size_t deliver(std::string_view topic, const prepared_message& m);
+  std::size_t deliver(std::string_view topic, const std::shared_ptr<const prepared_message>& m);
   const loop_counters& counters() const noexcept { return st_; }
   conn_id id_of(const conn& c) const noexcept;
 
@@ -196,6 +209,8 @@ class loop {
   void feed_frames(conn& c, std::span<std::byte> in);
   void dispatch(conn& c, const event& ev);
   bool flush(conn& c);
+  int gather(conn& c, iovec* iov, int max_iov);
+  bool queue_shared(conn& c, const std::shared_ptr<const prepared_message>& m);
   void consume(conn& c, std::size_t n);
   void service(conn& c);
   void service_dirty();
@@ -218,7 +233,7 @@ class loop {
   std::int64_t stop_deadline_ = no_deadline;
   std::int64_t now_ = 0;
 
-  std::deque<conn> slots_;  // stable addresses, no allocation per connection
+  slab<conn> slots_;  // stable addresses, no allocation per connection
   std::vector<std::uint32_t> free_slots_;
   std::vector<conn_id> dirty_;
   deadline_heap timers_;

@@ -156,10 +156,10 @@ std::size_t server::publish(std::string_view topic, prepared_message m) {
   std::size_t here = 0;
   for (auto& l : impl_->loops) {
     if (l.get() == self) {
-      here = l->deliver(topic, *shared);
+      here = l->deliver(topic, shared);
     } else {
       detail::loop* target = l.get();
-      target->post([target, t = std::string(topic), shared] { (void)target->deliver(t, *shared); });
+      target->post([target, t = std::string(topic), shared] { (void)target->deliver(t, shared); });
     }
   }
   return here;

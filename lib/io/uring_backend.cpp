@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -52,7 +53,7 @@ std::uint64_t tag(op o, const conn& c) noexcept { return tag(o, c.gen, c.slot); 
 // connection then does not pay for), in a pool.
 struct send_op {
   msghdr msg{};
-  iovec iov[2]{};
+  iovec iov[16]{};  // the driver gathers at most 16 pieces
 };
 
 class uring_backend final : public backend_base {
@@ -152,6 +153,7 @@ class uring_backend final : public backend_base {
       sends_.push_back(std::make_unique<send_op>());
     }
     send_op& s = *sends_[idx];
+    n = std::min(n, 16);
     for (int i = 0; i < n; ++i) s.iov[i] = iov[i];
     s.msg = msghdr{};
     s.msg.msg_iov = s.iov;

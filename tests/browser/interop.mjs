@@ -17,6 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 const BIN = path.resolve(process.argv[2] ?? 'build/tools/ws6455');
+const SERVE_ARGS = process.argv.slice(3);  // e.g. --backend io_uring --threads 2
 const NODE_MODULES = process.env.WS6455_NODE_MODULES || '/tmp/ws6455-browser/node_modules';
 const CHROMIUM = process.env.WS6455_CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = process.env.WS6455_SCREENSHOT || '/tmp/ws6455-page.png';
@@ -65,7 +66,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function startServer(args) {
   return withTimeout(new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ['serve', '--host', '127.0.0.1', '--port', '0', ...args],
+    const proc = spawn(BIN, ['serve', '--host', '127.0.0.1', '--port', '0', ...SERVE_ARGS, ...args],
                        { stdio: ['ignore', 'pipe', 'pipe'] });
     const srv = { proc, args, stderr: '', exited: null, port: 0 };
     servers.add(srv);
