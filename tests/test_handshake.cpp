@@ -2,12 +2,16 @@
 // at a time and in random chunks, and the three runs must agree (run_server / run_client).
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <optional>
 #include <random>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "ws6455/connection.hpp"
 #include "ws6455/handshake.hpp"
 
 using namespace ws6455;
@@ -786,6 +790,51 @@ TEST_CASE("RFC 6455 §4.1 item 7: a fresh random key per handshake") {
   CHECK(is_valid_websocket_key(b.key()));
   CHECK(a.key() != b.key());
   CHECK(a.request().find("Sec-WebSocket-Key: " + std::string(a.key()) + "\r\n") != std::string_view::npos);
+}
+
+// A Sec-WebSocket-Key and the masking keys of three client frames, drawn in this process.
+std::string draw_keys() {
+  std::string keys(client_handshake(*parse_ws_url("ws://h/")).key());
+  connection c(role::client);
+  for (int i = 0; i < 3; ++i) {
+    if (c.send_text("x") != send_result::ok) return "send failed";
+    const auto out = c.pending_output();  // 81 81 K K K K 'x' ^ K: the key is bytes 2..5
+    if (out.size() != 7) return "unexpected frame";
+    for (std::size_t j = 2; j < 6; ++j) keys += ' ' + std::to_string(static_cast<int>(out[j]));
+    c.consume_output(out.size());
+  }
+  return keys;
+}
+
+TEST_CASE("RFC 6455 §10.3: after fork(), parent and child draw different keys") {
+  // Use the pool before forking, so that a pool the child inherited would be full.
+  const std::string before = draw_keys();
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // the child: no doctest here, just the keys down the pipe
+    const std::string keys = draw_keys();
+    const bool ok = ::write(fds[1], keys.data(), keys.size()) == static_cast<ssize_t>(keys.size());
+    ::_exit(ok ? 0 : 1);
+  }
+  ::close(fds[1]);
+  const std::string parent = draw_keys();
+  std::string child;
+  char buf[256];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) child.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  CAPTURE(parent);
+  CAPTURE(child);
+  CHECK(child.size() > 24);
+  CHECK(parent != before);
+  CHECK(child != before);
+  // Neither the handshake key nor any masking key may repeat across the fork.
+  CHECK(parent.substr(0, 24) != child.substr(0, 24));
+  CHECK(parent.substr(24) != child.substr(24));
 }
 
 TEST_CASE("client options that cannot make a valid request fail up front") {
