@@ -1032,6 +1032,33 @@ TEST_CASE("RFC 6455 §4.1: bytes after the 101 are the server's first frames") {
   CHECK(hs.feed(std::string_view(all).substr(n)) == 0);
 }
 
+TEST_CASE("Handshakes copy and move in the middle of a head (the scanner is held in place)") {
+  const std::string request = req().str();
+  const std::size_t half = request.size() / 2;
+  server_handshake a;
+  CHECK(a.feed(std::string_view(request).substr(0, half)) == half);
+  server_handshake copy(a);
+  server_handshake moved(std::move(a));
+  server_handshake assigned;
+  assigned = copy;
+  server_handshake move_assigned;
+  move_assigned = std::move(assigned);
+  for (server_handshake* hs : {&copy, &moved, &move_assigned}) {
+    CHECK(hs->feed(std::string_view(request).substr(half)) == request.size() - half);
+    CHECK(hs->state() == handshake_state::request_ready);
+    CHECK(hs->request().target() == "/chat");
+  }
+  const std::string response = ok_101();
+  client_handshake c(*parse_ws_url("ws://server.example.com/chat"), fixed_key());
+  CHECK(c.feed(std::string_view(response).substr(0, 20)) == 20);
+  client_handshake c2(c);
+  client_handshake c3(std::move(c));
+  for (client_handshake* hs : {&c2, &c3}) {
+    CHECK(hs->feed(std::string_view(response).substr(20)) == response.size() - 20);
+    CHECK(hs->state() == handshake_state::done);
+  }
+}
+
 TEST_CASE("Client limits") {
   client_options o = fixed_key();
   o.limits.max_headers = 3;

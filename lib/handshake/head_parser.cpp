@@ -4,6 +4,8 @@
 // number of times.
 #include "head_parser.hpp"
 
+#include "head_scanner.hpp"
+
 #include <algorithm>
 #include <cstring>
 
@@ -170,6 +172,23 @@ void head_scanner::restart() noexcept {
   prev_ = 0;
   status_ = status::need_more;
 }
+
+// ---- scanner_storage: a head_scanner constructed in place ---------------------------
+
+scanner_storage::scanner_storage(handshake_limits limits) noexcept { ::new (get()) head_scanner(limits); }
+scanner_storage::scanner_storage(const scanner_storage& other) { ::new (get()) head_scanner(scanner(other)); }
+scanner_storage::scanner_storage(scanner_storage&& other) noexcept {
+  ::new (get()) head_scanner(std::move(scanner(other)));
+}
+scanner_storage& scanner_storage::operator=(const scanner_storage& other) {
+  scanner(*this) = scanner(other);
+  return *this;
+}
+scanner_storage& scanner_storage::operator=(scanner_storage&& other) noexcept {
+  scanner(*this) = std::move(scanner(other));
+  return *this;
+}
+scanner_storage::~scanner_storage() { scanner(*this).~head_scanner(); }
 
 // ---- request and response heads -----------------------------------------------------
 

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "head_parser.hpp"
+#include "head_scanner.hpp"
 #include "ws6455/handshake.hpp"
 
 namespace ws6455 {
@@ -85,13 +86,14 @@ void server_handshake::fail(int status, std::string_view reason) {
 
 std::size_t server_handshake::feed(std::span<const std::byte> input) {
   if (state_ != handshake_state::need_more) return 0;
-  const std::size_t n = scanner_.feed(input);
+  detail::head_scanner& scanner = detail::scanner(scanner_);
+  const std::size_t n = scanner.feed(input);
   using st = detail::head_scanner::status;
-  switch (scanner_.state()) {
+  switch (scanner.state()) {
     case st::need_more:
       break;
     case st::complete: {
-      const detail::parse_error e = detail::head_access::parse_request(scanner_.head(), request_);
+      const detail::parse_error e = detail::head_access::parse_request(scanner.head(), request_);
       if (e.status != 0) {
         fail(e.status, e.reason);
       } else {
