@@ -170,7 +170,8 @@ void decode_client_handshake(std::span<std::byte> data, config cfg, std::size_t 
   std::string reason(hs.reason());
   bool ok = hs.state() == handshake_state::done;
   if (hs.state() == handshake_state::need_more) reason = "incomplete response head";
-  if (ok && !hs.extensions().empty()) {
+  if (ok) {
+    // No Sec-WebSocket-Extensions in the 101 gives nullopt: no compression.
     auto params = permessage_deflate::validate_response(hs.extensions(), deflate_opts);
     if (params) {
       cfg.deflate = *params;
