@@ -1,7 +1,7 @@
 // A thin, single-threaded socket adapter around the sans-I/O core (Linux epoll).
 //
-// It does what the core leaves to its caller: sockets, the clock and the timers
-// (LESSONS.md 12-14). One thread runs run(); every handler callback is called on
+// It does what the core leaves to its caller: sockets, the clock, the timers and
+// backpressure. One thread runs run(); every handler callback is called on
 // that thread, and the send/close/broadcast calls below are made from it (from
 // inside a callback, or between run() calls). Only request_stop() may be called
 // from elsewhere (another thread, a signal handler).
