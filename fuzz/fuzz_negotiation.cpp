@@ -232,9 +232,9 @@ void check_agreement(const pmd::agreement& a, const offer& o, const pmd::server_
   plain.client_max_window_bits = 15;
   plain.server_max_window_bits = 15;
   {
-    const auto r = pmd::validate_response(a.response, plain);
-    require(r.has_value() && r->has_value(), "a plain client refuses the agreement's response");
-    const ws6455::deflate_params* v = &**r;
+    const auto vp = pmd::validate_response(a.response, plain);
+    require(vp.has_value() && vp->has_value(), "a plain client refuses the agreement's response");
+    const ws6455::deflate_params* v = &**vp;
     check_validated(*v, plain, "plain");
     require(v->server_max_window_bits == d.server_max_window_bits, "client and server disagree on the server window");
     require(v->client_max_window_bits <= d.client_max_window_bits, "client window above the agreed one");
@@ -245,9 +245,9 @@ void check_agreement(const pmd::agreement& a, const offer& o, const pmd::server_
   pmd::client_options same = client_for(o);
   same.mem_level = so.mem_level;
   same.compress_threshold = so.compress_threshold;
-  const auto r = pmd::validate_response(a.response, same);
-  require(r.has_value() && r->has_value(), "the offering client refuses the agreement's response");
-  const ws6455::deflate_params* v = &**r;
+  const auto vs = pmd::validate_response(a.response, same);
+  require(vs.has_value() && vs->has_value(), "the offering client refuses the agreement's response");
+  const ws6455::deflate_params* v = &**vs;
   check_validated(*v, same, "offerer");
   require(v->server_max_window_bits == d.server_max_window_bits, "offerer: server window differs");
   require(v->client_max_window_bits == std::min(d.client_max_window_bits, clamp_bits(same.client_max_window_bits)),
