@@ -13,7 +13,8 @@
 //     and for the client_options that make exactly the accepted offer, with the same
 //     parameters;
 //   - validate_response (fuzzer-chosen client_options), the value taken as a response:
-//     never accepts anything but exactly one permessage-deflate; what it accepts keeps
+//     a blank value (no header) is "no deflate", never an error; otherwise it never
+//     accepts anything but exactly one permessage-deflate; what it accepts keeps
 //     the rules of the header (requested flags/limits honoured, windows 8..15).
 // Finally make_offer(fuzzer-chosen client_options) must be accepted by negotiate under
 // default server options, and the answer by validate_response with the same options.
@@ -231,8 +232,9 @@ void check_agreement(const pmd::agreement& a, const offer& o, const pmd::server_
   plain.client_max_window_bits = 15;
   plain.server_max_window_bits = 15;
   {
-    const auto v = pmd::validate_response(a.response, plain);
-    require(v.has_value(), "a plain client refuses the agreement's response");
+    const auto vp = pmd::validate_response(a.response, plain);
+    require(vp.has_value() && vp->has_value(), "a plain client refuses the agreement's response");
+    const ws6455::deflate_params* v = &**vp;
     check_validated(*v, plain, "plain");
     require(v->server_max_window_bits == d.server_max_window_bits, "client and server disagree on the server window");
     require(v->client_max_window_bits <= d.client_max_window_bits, "client window above the agreed one");
@@ -243,8 +245,9 @@ void check_agreement(const pmd::agreement& a, const offer& o, const pmd::server_
   pmd::client_options same = client_for(o);
   same.mem_level = so.mem_level;
   same.compress_threshold = so.compress_threshold;
-  const auto v = pmd::validate_response(a.response, same);
-  require(v.has_value(), "the offering client refuses the agreement's response");
+  const auto vs = pmd::validate_response(a.response, same);
+  require(vs.has_value() && vs->has_value(), "the offering client refuses the agreement's response");
+  const ws6455::deflate_params* v = &**vs;
   check_validated(*v, same, "offerer");
   require(v->server_max_window_bits == d.server_max_window_bits, "offerer: server window differs");
   require(v->client_max_window_bits == std::min(d.client_max_window_bits, clamp_bits(same.client_max_window_bits)),
@@ -301,8 +304,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (a) check_agreement(*a, *taken, so);
 
   // validate_response on the value as a response.
-  const auto v = pmd::validate_response(value, co);
-  if (v) {
+  const auto vr = pmd::validate_response(value, co);
+  const bool blank = value.find_first_not_of(" \t") == std::string_view::npos;
+  if (vr && !vr->has_value()) {
+    require(blank, "validate_response gave 'no deflate' for a non-empty response");
+  } else if (vr) {
+    const ws6455::deflate_params* v = &**vr;
+    require(!blank, "validate_response accepted an absent header as deflate");
     require(co.enable, "validate_response accepted without an offer");
     require(list && list->size() == 1 && ieq((*list)[0].name, pmd::name),
             "validate_response accepted something other than exactly one permessage-deflate");
@@ -314,7 +322,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     require(v->server_no_context_takeover == p->snct, "server_no_context_takeover not as in the response");
     require(v->server_max_window_bits == p->sbits.value_or(15), "server window not as in the response");
   } else {
-    require(!v.error().empty(), "validate_response failed without a reason");
+    require(!blank, "validate_response refused an absent header (it means no deflate)");
+    require(!vr.error().empty(), "validate_response failed without a reason");
   }
 
   // make_offer → negotiate (defaults) → validate_response.
@@ -326,8 +335,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     require(ol.has_value() && ol->size() == 1 && ieq((*ol)[0].name, pmd::name), "make_offer output does not parse");
     const auto ag = pmd::negotiate(off);
     require(ag.has_value(), "default server declines make_offer's offer");
-    const auto ok = pmd::validate_response(ag->response, co);
-    require(ok.has_value(), "client refuses the default server's answer to its own offer");
+    const auto okr = pmd::validate_response(ag->response, co);
+    require(okr.has_value() && okr->has_value(), "client refuses the default server's answer to its own offer");
+    const ws6455::deflate_params* ok = &**okr;
     check_validated(*ok, co, "own offer");
     require(ok->server_max_window_bits == ag->params.server_max_window_bits, "own offer: server window differs");
     require(ok->client_max_window_bits <= ag->params.client_max_window_bits, "own offer: client window above agreed");

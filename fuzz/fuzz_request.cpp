@@ -84,8 +84,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     case handshake_state::failed: {
       const int s = whole.status();
-      require(s == 400 || s == 405 || s == 426 || s == 431, "unexpected failure status");
-      require(whole.response().starts_with("HTTP/1.1 4"), "failure response not an HTTP error");
+      require(s == 400 || s == 405 || s == 426 || s == 431 || s == 505, "unexpected failure status");
+      require(whole.response().starts_with("HTTP/1.1 4") || whole.response().starts_with("HTTP/1.1 505 "),
+              "failure response not an HTTP error");
+      // RFC 9110 §9.3.2: never a body in a response to HEAD.
+      if (std::string_view(reinterpret_cast<const char*>(data + 1), size - 1).starts_with("HEAD "))
+        require(whole.response().ends_with("\r\n\r\n") &&
+                    whole.response().find("Content-Length") == std::string_view::npos,
+                "a response to HEAD with a body");
       require(!whole.reason().empty(), "failure without reason");
       break;
     }
@@ -94,6 +100,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       require(consumed <= limits.max_header_bytes, "head longer than the limit");
       const http_request& r = whole.request();
       require(r.method() == "GET", "accepted a non-GET");
+      require(r.version_major() == 1 && r.version_minor() >= 1, "accepted a version other than HTTP/1.x, x >= 1");
       require(is_valid_websocket_key(r.key()), "accepted an invalid key");
       require(r.header_count("Host") == 1, "accepted without exactly one Host");
       require(r.headers().size() <= limits.max_headers, "more headers than the limit");

@@ -55,7 +55,17 @@ std::string role_name(role r) { return r == role::server ? "server" : "client"; 
 std::string mode_name(delivery m) { return m == delivery::streaming ? "streaming" : "whole messages"; }
 role other(role r) { return r == role::server ? role::client : role::server; }
 
-config dcfg(delivery mode = delivery::whole_messages, deflate_params p = {}) {
+// The parameters these tests were written for: every message compressed, however
+// small (the default compress_threshold sends messages under 128 bytes plain), and
+// zlib's own memLevel.
+deflate_params pmd() {
+  deflate_params p;
+  p.compress_threshold = 0;
+  p.mem_level = 8;
+  return p;
+}
+
+config dcfg(delivery mode = delivery::whole_messages, deflate_params p = pmd()) {
   config c;
   c.mode = mode;
   c.deflate = p;
@@ -63,7 +73,7 @@ config dcfg(delivery mode = delivery::whole_messages, deflate_params p = {}) {
 }
 
 deflate_params windows(int bits) {
-  deflate_params p;
+  deflate_params p = pmd();
   p.server_max_window_bits = static_cast<std::uint8_t>(bits);
   p.client_max_window_bits = static_cast<std::uint8_t>(bits);
   return p;
@@ -377,7 +387,7 @@ TEST_CASE("RFC 7692 §7.1.1 no_context_takeover: a back reference into the previ
       INFO(role_name(r) << ", " << mode_name(m));
       // The peer's no_context_takeover is what resets our inflater: client_* for a server,
       // server_* for a client.
-      deflate_params p;
+      deflate_params p = pmd();
       (r == role::server ? p.client_no_context_takeover : p.server_no_context_takeover) = true;
       const bytes wire = cat(cframe(r, OP_TEXT, hex("f2 48 cd c9 c9 07 00")), cframe(r, OP_TEXT, second_refers_back));
       check_fails(dcfg(m, p), r, wire, {ev_text("Hello")}, protocol_error::bad_compressed_data);
@@ -391,7 +401,7 @@ TEST_CASE("RFC 7692 §7.1.1 no_context_takeover: a back reference into the previ
                           cat(cframe(r, OP_TEXT, hex("f2 48 cd c9 c9 07 00")), cframe(r, OP_TEXT, hex("f2 48 cd c9 c9 07 00"))),
                           {ev_text("Hello"), ev_text("Hello")});
       // Our own no_context_takeover does not reset the inflater.
-      deflate_params own;
+      deflate_params own = pmd();
       (r == role::server ? own.server_no_context_takeover : own.client_no_context_takeover) = true;
       check_all_chunkings(dcfg(m, own), r, wire, {ev_text("Hello"), ev_text("Hello")});
       // The context is dropped after a fragmented message too.
@@ -413,7 +423,7 @@ TEST_CASE("RFC 7692 §7.1.1 a context-keeping compressor's stream fails only whe
       INFO(role_name(r) << ", " << mode_name(m));
       const bytes wire = cat(cframe(r, OP_TEXT, c1), cframe(r, OP_BINARY, c2));
       check_all_chunkings(dcfg(m), r, wire, {ev_text(as_string(m1)), ev_binary(m2)});
-      deflate_params p;
+      deflate_params p = pmd();
       (r == role::server ? p.client_no_context_takeover : p.server_no_context_takeover) = true;
       check_fails(dcfg(m, p), r, wire, {ev_text(as_string(m1))}, protocol_error::bad_compressed_data);
     }
@@ -423,7 +433,7 @@ TEST_CASE("RFC 7692 §7.1.1 a context-keeping compressor's stream fails only whe
 TEST_CASE("RFC 7692 §7.1.1 a sender with no_context_takeover is read by peers with and without it") {
   for (role sender : both_roles) {
     INFO("sender " << role_name(sender));
-    deflate_params p;
+    deflate_params p = pmd();
     (sender == role::server ? p.server_no_context_takeover : p.client_no_context_takeover) = true;
     counting_random rnd;
     config scfg = dcfg(delivery::whole_messages, p);
@@ -725,7 +735,7 @@ TEST_CASE("RFC 7692 §7.2.1 send: 'Hello' as c1 07 f2 48 cd c9 c9 07 00, then c1
   REQUIRE(s.send_text("Hello") == send_result::ok);
   CHECK(to_hex(drain(s), 64) == to_hex(hex("c1 07 f2 48 cd c9 c9 07 00 c1 05 f2 00 11 00 00"), 64));
   // server_no_context_takeover: every Hello is the same.
-  deflate_params p;
+  deflate_params p = pmd();
   p.server_no_context_takeover = true;
   connection s2(role::server, dcfg(delivery::whole_messages, p));
   REQUIRE(s2.send_text("Hello") == send_result::ok);
@@ -869,7 +879,7 @@ TEST_CASE("RFC 7692 round trip through the full harness (every chunking), both r
 TEST_CASE("RFC 7692 compress_threshold: smaller messages go out uncompressed (RSV1=0) and still decode") {
   for (role sender : both_roles) {
     INFO(role_name(sender));
-    deflate_params p;
+    deflate_params p = pmd();
     p.compress_threshold = 128;
     counting_random rnd;
     config scfg = dcfg(delivery::whole_messages, p);
@@ -937,7 +947,7 @@ TEST_CASE("RFC 7692 backpressure: refused sends leave the compressor untouched")
   for (role sender : both_roles) {
     for (bool takeover : {true, false}) {
       INFO(role_name(sender) << std::string(takeover ? ", takeover" : ", no takeover"));
-      deflate_params p;
+      deflate_params p = pmd();
       p.server_no_context_takeover = p.client_no_context_takeover = !takeover;
       counting_random rnd;
       config scfg = dcfg(delivery::whole_messages, p);
@@ -999,7 +1009,7 @@ TEST_CASE("ws6455 limits: an accepted compressed send keeps pending output withi
     for (role sender : both_roles) {
       for (std::size_t slack : {std::size_t{0}, std::size_t{100}, std::size_t{5000}, std::size_t{42000}}) {
         INFO("memLevel " << mem << ", " << role_name(sender) << ", slack " << slack);
-        deflate_params p;
+        deflate_params p = pmd();
         p.mem_level = static_cast<std::uint8_t>(mem);
         counting_random rnd;
         config scfg = dcfg(delivery::whole_messages, p);

@@ -57,22 +57,47 @@ def check(name, got, want):
         print(f"ok   {name}")
 
 
+# The end of a stream without a close frame: the connection's feed_eof() event
+# (RFC 6455 §7.1.5: 1006, never on the wire), marked when the input was cut short.
+EOF = {"type": "close", "code": 1006, "reason": "connection closed without a close frame"}
+
+
+def cut(where):
+    return dict(EOF, truncated=where)
+
+
 # RFC 6455 §5.7, as the RFC spells them.
 check("§5.7 unmasked text to a client", decode(bytes.fromhex("810548656c6c6f"), ["--role", "client"]),
-      [{"type": "text", "data": "Hello"}])
+      [{"type": "text", "data": "Hello"}, EOF])
 check("§5.7 masked text to a server", decode(bytes.fromhex("818537fa213d7f9f4d5158")),
-      [{"type": "text", "data": "Hello"}])
+      [{"type": "text", "data": "Hello"}, EOF])
 check("§5.7 fragmented text", decode(bytes.fromhex("010348656c80026c6f"), ["--role", "client"]),
-      [{"type": "text", "data": "Hello"}])
+      [{"type": "text", "data": "Hello"}, EOF])
 check("§5.7 ping", decode(bytes.fromhex("890548656c6c6f"), ["--role", "client"]),
-      [{"type": "ping", "hex": "48656c6c6f"}])
+      [{"type": "ping", "hex": "48656c6c6f"}, EOF])
 check("§5.7 masked pong", decode(bytes.fromhex("8a8537fa213d7f9f4d5158")),
-      [{"type": "pong", "hex": "48656c6c6f"}])
+      [{"type": "pong", "hex": "48656c6c6f"}, EOF])
 check("§5.7 256-byte binary", decode(bytes.fromhex("827e0100") + bytes(range(256)), ["--role", "client"]),
-      [{"type": "binary", "hex": bytes(range(256)).hex()}])
+      [{"type": "binary", "hex": bytes(range(256)).hex()}, EOF])
 big = bytes(random.Random(1).randrange(256) for _ in range(65536))
 check("§5.7 64 KiB binary", decode(bytes.fromhex("827f0000000000010000") + big, ["--role", "client"]),
-      [{"type": "binary", "hex": big.hex()}])
+      [{"type": "binary", "hex": big.hex()}, EOF])
+
+# A stream cut short is reported at the end of the input, not silently dropped.
+hello = bytes.fromhex("818537fa213d7f9f4d5158")
+check("empty input", decode(b""), [EOF])
+check("truncated: one header byte", decode(hello[:1]), [cut("frame")])
+check("truncated: header without its mask key", decode(hello[:4]), [cut("frame")])
+check("truncated: inside the payload", decode(hello[:-1]), [cut("frame")])
+check("truncated: after a whole message, inside the next", decode(hello + hello[:7]),
+      [{"type": "text", "data": "Hello"}, cut("frame")])
+check("truncated: inside a 16-bit length", decode(bytes.fromhex("827e01"), ["--role", "client"]), [cut("frame")])
+check("truncated: a 64 KiB frame one byte short",
+      decode(bytes.fromhex("827f0000000000010000") + big[:-1], ["--role", "client"]), [cut("frame")])
+check("truncated: between the fragments of a message", decode(masked(1, b"Hel", fin=False) + masked(9, b"")),
+      [{"type": "ping", "hex": ""}, cut("message")])
+check("a fragmented message that was completed is not truncated", decode(masked(1, b"Hel", fin=False) + masked(0, b"lo")),
+      [{"type": "text", "data": "Hello"}, EOF])
 
 # Close: with and without a body; nothing after it.
 check("close with code and reason", decode(masked(8, b"\x03\xe8bye") + masked(1, b"after")),
@@ -83,7 +108,7 @@ check("close without a body", decode(masked(8, b"")), [{"type": "close"}])
 check("unmasked frame to a server is 1002", decode(bytes.fromhex("810548656c6c6f"))[0]["code"], 1002)
 check("masked frame to a client is 1002", decode(masked(1, b"Hi"), ["--role", "client"])[0]["code"], 1002)
 check("--accept-unmasked", decode(bytes.fromhex("810548656c6c6f"), ["--accept-unmasked"]),
-      [{"type": "text", "data": "Hello"}])
+      [{"type": "text", "data": "Hello"}, EOF])
 check("invalid UTF-8 is 1007", decode(masked(1, b"\xf4\x90\x80\x80"))[0]["code"], 1007)
 check("reserved opcode is 1002", decode(masked(3, b""))[0]["code"], 1002)
 check("RSV1 without deflate is 1002", decode(masked(1, b"a", rsv=0x40))[0]["code"], 1002)
@@ -111,6 +136,14 @@ for bad in (["--role", "middle"], ["--chunk", "0"], ["--bogus"], ["--max-frame",
     check(f"usage error {bad}", (rc, out == "", err != ""), (2, True, True))
 rc, out, err = run(["frobnicate"], b"")
 check("unknown command", rc, 2)
+
+# --help: usage on stdout, exit 0, nothing read.
+for cmd in ("decode", "encode"):
+    for flag in ("--help", "-h"):
+        rc, out, err = run([cmd, flag], b"")
+        check(f"{cmd} {flag}", (rc, out.startswith(f"usage: ws6455 {cmd}"), err), (0, True, ""))
+rc, out, err = run(["decode", "--role", "client", "--help"], b"")
+check("decode --help after other options", (rc, "truncated" in out), (0, True))
 
 print(f"{checks - failures} passed, {failures} failed")
 sys.exit(1 if failures else 0)

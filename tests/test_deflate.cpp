@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "deflate/deflate_codec.hpp"
+#include "ws6455/config.hpp"
 #include "ws6455/permessage_deflate.hpp"
 
 using namespace ws6455;
@@ -534,21 +535,64 @@ TEST_SUITE("negotiation, client side") {
   TEST_CASE("valid responses") {
     auto p = validate_response("permessage-deflate");
     REQUIRE(p);
-    CHECK(p->server_max_window_bits == 15);
-    CHECK(p->client_max_window_bits == 12);  // our own window, below the (absent) limit
+    REQUIRE(*p);
+    CHECK((*p)->server_max_window_bits == 15);
+    CHECK((*p)->client_max_window_bits == 12);  // our own window, below the (absent) limit
+    CHECK((*p)->mem_level == client_options{}.mem_level);
+    CHECK((*p)->compress_threshold == client_options{}.compress_threshold);
     p = validate_response("permessage-deflate; client_max_window_bits=9; server_max_window_bits=10");
-    REQUIRE(p);
-    CHECK(p->client_max_window_bits == 9);
-    CHECK(p->server_max_window_bits == 10);
+    REQUIRE((p && *p));
+    CHECK((*p)->client_max_window_bits == 9);
+    CHECK((*p)->server_max_window_bits == 10);
     p = validate_response("permessage-deflate;client_no_context_takeover;server_no_context_takeover");
-    REQUIRE(p);
-    CHECK(p->client_no_context_takeover);
-    CHECK(p->server_no_context_takeover);
+    REQUIRE((p && *p));
+    CHECK((*p)->client_no_context_takeover);
+    CHECK((*p)->server_no_context_takeover);
     client_options o;
     o.client_no_context_takeover = true;
     p = validate_response("permessage-deflate", o);
-    REQUIRE(p);
-    CHECK(p->client_no_context_takeover);  // our declaration binds us
+    REQUIRE((p && *p));
+    CHECK((*p)->client_no_context_takeover);  // our declaration binds us
+  }
+
+  TEST_CASE("RFC 7692 §5: no Sec-WebSocket-Extensions in the 101 is no deflate, not an error") {
+    // What client_handshake::extensions() gives when the server declined the offer.
+    for (const char* absent : {"", " ", "\t "}) {
+      CAPTURE(absent);
+      auto p = validate_response(absent);
+      REQUIRE(p);
+      CHECK_FALSE(p->has_value());
+      client_options off;
+      off.enable = false;  // nothing offered, nothing answered: fine too
+      auto q = validate_response(absent, off);
+      REQUIRE(q);
+      CHECK_FALSE(q->has_value());
+      // The result goes straight into config::deflate, unconditionally.
+      config cfg;
+      cfg.deflate = deflate_params{};
+      cfg.deflate = *p;
+      CHECK_FALSE(cfg.deflate.has_value());
+    }
+    // An empty list is still malformed, and an answer to no offer still wrong.
+    CHECK_FALSE(validate_response(","));
+    client_options off;
+    off.enable = false;
+    CHECK_FALSE(validate_response("permessage-deflate", off));
+  }
+
+  TEST_CASE("one set of defaults: deflate_params and the negotiation options agree") {
+    const deflate_params d;
+    CHECK(d.mem_level == 5);
+    CHECK(d.compress_threshold == 128);
+    CHECK(d.mem_level == server_options{}.mem_level);
+    CHECK(d.mem_level == client_options{}.mem_level);
+    CHECK(d.compress_threshold == server_options{}.compress_threshold);
+    CHECK(d.compress_threshold == client_options{}.compress_threshold);
+    // Negotiating with default options gives a default deflate_params's tuning.
+    auto a = negotiate("permessage-deflate");
+    REQUIRE(a);
+    CHECK(a->params.mem_level == d.mem_level);
+    CHECK(a->params.compress_threshold == d.compress_threshold);
   }
 
   TEST_CASE("invalid responses, with reasons") {
@@ -574,7 +618,7 @@ TEST_SUITE("negotiation, client side") {
         {"permessage-deflate, x-webkit-deflate-frame", nullptr, "not offered"},
         {"foo", nullptr, "not offered"},
         {"permessage-deflate; ", nullptr, "malformed"},
-        {"", nullptr, "malformed"},
+        {",", nullptr, "malformed"},
         {"permessage-deflate; server_no_context_takeover; server_max_window_bits=11", &asked, "larger than requested"},
         {"permessage-deflate; server_no_context_takeover", &asked, "server_max_window_bits was requested"},
         {"permessage-deflate; server_max_window_bits=10", &asked, "server_no_context_takeover was requested"},
@@ -598,12 +642,14 @@ TEST_SUITE("negotiation, client side") {
           c.client_no_context_takeover = flags & 2;
           auto a = negotiate(make_offer(c));
           REQUIRE(a);
-          auto p = validate_response(a->response, c);
-          REQUIRE(p);
-          CHECK(p->server_max_window_bits == a->params.server_max_window_bits);
-          CHECK(p->client_max_window_bits == a->params.client_max_window_bits);
-          CHECK(p->server_no_context_takeover == a->params.server_no_context_takeover);
-          CHECK(p->client_no_context_takeover == a->params.client_no_context_takeover);
+          auto v = validate_response(a->response, c);
+          REQUIRE(v);
+          REQUIRE(*v);
+          const deflate_params& p = **v;
+          CHECK(p.server_max_window_bits == a->params.server_max_window_bits);
+          CHECK(p.client_max_window_bits == a->params.client_max_window_bits);
+          CHECK(p.server_no_context_takeover == a->params.server_no_context_takeover);
+          CHECK(p.client_no_context_takeover == a->params.client_no_context_takeover);
         }
       }
     }

@@ -40,6 +40,10 @@ def decode(data, args):
     return [json.loads(line) for line in outs[0].splitlines()]
 
 
+# The end of input without a close frame: feed_eof()'s 1006 (RFC 6455 §7.1.5).
+EOF = {"type": "close", "code": 1006, "reason": "connection closed without a close frame"}
+
+
 def check(name, cond, detail=""):
     global failures, checks
     checks += 1
@@ -70,6 +74,14 @@ ev = decode(request().replace(b"Host: example.com\r\n", b""), ["--handshake"])
 check("no Host is 400", ev[0]["status"] == 400, ev)
 ev = decode(request(b"X: " + b"a" * 9000 + b"\r\n"), ["--handshake"])
 check("a 9 KiB head is 431", ev[0]["status"] == 431, ev)
+ev = decode(request().replace(b"Host: example.com", b"Host: a b"), ["--handshake"])
+check("an invalid Host is 400 (RFC 9112 §3.2)", ev[0]["status"] == 400 and "invalid Host" in ev[0]["response"], ev)
+ev = decode(request().replace(b"HTTP/1.1", b"HTTP/2.0"), ["--handshake"])
+check("HTTP/2.0 is 505 (RFC 9110 §15.6.6)", ev[0]["status"] == 505 and
+      ev[0]["response"].startswith("HTTP/1.1 505 HTTP Version Not Supported\r\n"), ev)
+ev = decode(request().replace(b"GET ", b"HEAD "), ["--handshake"])
+check("HEAD is 405 without a body (RFC 9110 §9.3.2)", ev[0]["status"] == 405 and
+      ev[0]["response"].endswith("\r\n\r\n") and "Content-Length" not in ev[0]["response"], ev)
 
 # Subprotocols.
 ev = decode(request(b"Sec-WebSocket-Protocol: chat, superchat\r\n"), ["--handshake", "--protocols", "superchat,chat"])
@@ -86,7 +98,7 @@ assert hello.endswith(b"\x00\x00\xff\xff")
 ev = decode(request(b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n") +
             masked(1, hello[:-4], rsv=0x40), ["--handshake", "--deflate"])
 check("deflate negotiated", "permessage-deflate" in ev[0]["response"], ev)
-check("deflate frames inflated", ev[1:] == [{"type": "text", "data": "Hello"}], ev)
+check("deflate frames inflated", ev[1:] == [{"type": "text", "data": "Hello"}, EOF], ev)
 ev = decode(request() + masked(1, hello[:-4], rsv=0x40), ["--handshake", "--deflate"])
 check("no offer: RSV1 is 1002", "permessage-deflate" not in ev[0]["response"] and ev[1]["code"] == 1002, ev)
 
@@ -98,7 +110,12 @@ def response(extra=b"", status=b"101 Switching Protocols", accept=ACCEPT.encode(
 
 ev = decode(response() + b"\x81\x02Hi", ["--role", "client", "--handshake", "--key", KEY])
 check("client ok", ev[0] == {"type": "handshake", "status": 101, "ok": True}, ev)
-check("client frames after the head", ev[1:] == [{"type": "text", "data": "Hi"}], ev)
+check("client frames after the head", ev[1:] == [{"type": "text", "data": "Hi"}, EOF], ev)
+ev = decode(response() + b"\x81\x05Hi", ["--role", "client", "--handshake", "--key", KEY])
+check("client: a frame cut short after the head", ev[1:] == [dict(EOF, truncated="frame")], ev)
+ev = decode(response() + b"\x81\x02Hi", ["--role", "client", "--handshake", "--key", KEY, "--deflate"])
+check("client: deflate offered, 101 without extensions: no deflate, not an error (RFC 7692 §5)",
+      ev == [{"type": "handshake", "status": 101, "ok": True}, {"type": "text", "data": "Hi"}, EOF], ev)
 ev = decode(response(accept=b"AAAAAAAAAAAAAAAAAAAAAAAAAAA="), ["--role", "client", "--handshake", "--key", KEY])
 check("client: wrong accept fails", ev[0]["ok"] is False and ev[0]["reason"], ev)
 ev = decode(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", ["--role", "client", "--handshake", "--key", KEY])

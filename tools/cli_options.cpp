@@ -39,7 +39,9 @@ expected<deflate_params, std::string> parse_deflate_option(std::string_view para
   offer.client_max_window_bits = 15;
   offer.compress_threshold = 0;  // the tools compress every message
   offer.mem_level = 8;
-  return permessage_deflate::validate_response(header, offer);
+  auto agreed = permessage_deflate::validate_response(header, offer);
+  if (!agreed) return unexpected<std::string>{agreed.error()};
+  return **agreed;  // never nullopt: the header names the extension
 }
 
 }  // namespace ws6455::tools

@@ -18,7 +18,24 @@ constexpr const char* decode_usage =
     "usage: ws6455 decode [--role server|client] [--chunk N] [--max-frame N] [--max-message N]\n"
     "                     [--accept-unmasked] [--deflate[=PARAMS]]\n"
     "       ws6455 decode --handshake [--protocols a,b | --accept-any-protocol] [--deflate] [options]\n"
-    "       ws6455 decode --role client --handshake --key KEY [--protocols a,b] [--deflate] [options]\n";
+    "       ws6455 decode --role client --handshake --key KEY [--protocols a,b] [--deflate] [options]\n"
+    "       ws6455 decode --help\n";
+
+constexpr const char* decode_help =
+    "\n"
+    "Reads a raw WebSocket byte stream on stdin and prints its events, one JSON object a\n"
+    "line: text (data), binary, ping, pong (hex), close (code, reason), fail (code, reason).\n"
+    "A stream that ends without a close frame ends with the connection's end-of-input\n"
+    "event, a close with code 1006, marked \"truncated\":\"frame\" when the input stopped\n"
+    "inside a frame, or \"truncated\":\"message\" inside a fragmented message.\n"
+    "\n"
+    "  --role server|client   which end reads the stream (server: frames must be masked)\n"
+    "  --chunk N              feed N bytes at a time (the output must not change)\n"
+    "  --max-frame N, --max-message N   the limits (config::max_frame_size, max_message_size)\n"
+    "  --accept-unmasked      a server takes unmasked frames\n"
+    "  --deflate[=PARAMS]     as if permessage-deflate had been negotiated with PARAMS\n"
+    "  --handshake            the input starts with an HTTP request (or, as a client, response) head\n"
+    "Exit status: 0 when the input was processed, 2 on bad usage.\n";
 
 std::vector<std::byte> read_all(std::FILE* f) {
   std::vector<std::byte> data;
@@ -62,10 +79,37 @@ std::string event_json(const event& ev) {
   return line;
 }
 
+// Where a stream that ended without a close stops: inside a frame ("frame"), between
+// the fragments of a message ("message"), or between messages (nullptr). Called only
+// when the connection took every byte without failing, so the frames are well formed.
+const char* truncation(std::span<const std::byte> s) {
+  bool in_message = false;
+  std::size_t pos = 0;
+  while (pos < s.size()) {
+    const std::size_t left = s.size() - pos;
+    if (left < 2) return "frame";
+    const auto b0 = static_cast<unsigned>(s[pos]);
+    const auto b1 = static_cast<unsigned>(s[pos + 1]);
+    const unsigned len7 = b1 & 0x7f;
+    const std::size_t header = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((b1 & 0x80) ? 4 : 0);
+    if (left < header) return "frame";
+    std::uint64_t len = len7;
+    if (len7 >= 126) {  // §5.2: 16- or 64-bit network order
+      len = 0;
+      for (std::size_t i = 0; i < (len7 == 126 ? 2u : 8u); ++i) len = (len << 8) | static_cast<unsigned>(s[pos + 2 + i]);
+    }
+    if (len > left - header) return "frame";
+    pos += header + static_cast<std::size_t>(len);
+    if ((b0 & 0x08) == 0) in_message = (b0 & 0x80) == 0;  // a data frame: FIN ends the message
+  }
+  return in_message ? "message" : nullptr;
+}
+
 }  // namespace
 
-// Feeds `data` to `c` (whole, or `chunk` bytes at a time) and prints every event.
-// Returns once the stream is over or the connection closed or failed.
+// Feeds `data` to `c` (whole, or `chunk` bytes at a time) and prints every event,
+// then, when the stream ended without a close or a fail, the end-of-input event
+// (feed_eof: close 1006, with where the stream was cut).
 void print_events(connection& c, std::span<std::byte> data, std::size_t chunk) {
   std::array<event, 64> events;
   std::string out;
@@ -87,6 +131,19 @@ void print_events(connection& c, std::span<std::byte> data, std::size_t chunk) {
       std::fwrite(out.data(), 1, out.size(), stdout);
       out.clear();
     }
+  }
+  // feed() unmasked payloads in `data` in place; the headers truncation() reads are intact.
+  event eof;
+  if (c.feed_eof(eof)) {
+    std::string line = event_json(eof);
+    if (const char* where = truncation(data)) {
+      line.pop_back();  // the closing brace
+      line += ",\"truncated\":\"";
+      line += where;
+      line += "\"}";
+    }
+    out += line;
+    out += '\n';
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
 }
@@ -170,7 +227,8 @@ void decode_client_handshake(std::span<std::byte> data, config cfg, std::size_t 
   std::string reason(hs.reason());
   bool ok = hs.state() == handshake_state::done;
   if (hs.state() == handshake_state::need_more) reason = "incomplete response head";
-  if (ok && !hs.extensions().empty()) {
+  if (ok) {
+    // No Sec-WebSocket-Extensions in the 101 gives nullopt: no compression.
     auto params = permessage_deflate::validate_response(hs.extensions(), deflate_opts);
     if (params) {
       cfg.deflate = *params;
@@ -204,6 +262,11 @@ int decode_main(int argc, char** argv) {
   handshake_options hs_opts;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(decode_usage, stdout);
+      std::fputs(decode_help, stdout);
+      return 0;
+    }
     if (auto v = option_value(argc, argv, i, "--role")) {
       auto parsed = parse_role(*v);
       if (!parsed) { std::fprintf(stderr, "ws6455 decode: --role is server or client\n%s", decode_usage); return 2; }

@@ -14,7 +14,18 @@
 
 namespace {
 
-constexpr const char* encode_usage = "usage: ws6455 encode [--role server|client] [--deflate[=PARAMS]]\n";
+constexpr const char* encode_usage =
+    "usage: ws6455 encode [--role server|client] [--deflate[=PARAMS]]\n"
+    "       ws6455 encode --help\n";
+
+constexpr const char* encode_help =
+    "\n"
+    "Reads messages as JSON lines on stdin and writes the frames a connection in that role\n"
+    "would send to stdout (a client masks them):\n"
+    "  {\"type\":\"text\",\"data\":\"...\"}  {\"type\":\"binary\"|\"ping\"|\"pong\",\"hex\":\"...\"}\n"
+    "  {\"type\":\"close\",\"code\":1000,\"reason\":\"...\"}\n"
+    "\"fin\":false on text/binary sends a fragment; the message goes on with the next line.\n"
+    "Exit status: 0 when every line was encoded, 2 on bad usage or input.\n";
 
 std::span<const std::byte> bytes_of(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
@@ -30,6 +41,11 @@ int encode_main(int argc, char** argv) {
   cfg.max_write_buffer_size = SIZE_MAX;  // the tool drains after every line
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(encode_usage, stdout);
+      std::fputs(encode_help, stdout);
+      return 0;
+    }
     if (auto v = option_value(argc, argv, i, "--role")) {
       auto parsed = parse_role(*v);
       if (!parsed) { std::fprintf(stderr, "ws6455 encode: --role is server or client\n%s", encode_usage); return 2; }

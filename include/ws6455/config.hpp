@@ -1,5 +1,5 @@
-// Limits and options of one connection's frame layer. Defaults follow the
-// brief and LESSONS.md: strict by default, leniency only by explicit flag.
+// Limits and options of one connection's frame layer. Strict by default (RFC 6455
+// as written, every limit on); leniency only by explicit flag.
 #pragma once
 
 #include <cstddef>

@@ -26,6 +26,30 @@
 
 namespace ws6455 {
 
+namespace detail {
+// Room for the library's incremental head scanner, an internal type: the handshake
+// objects hold it in place, so a handshake costs no allocation for it, and the type
+// stays out of this header. The library checks at build time that it fits.
+class scanner_storage {
+ public:
+  static constexpr std::size_t size = 96;
+  static constexpr std::size_t align = alignof(std::max_align_t);
+
+  explicit scanner_storage(handshake_limits limits) noexcept;
+  scanner_storage(const scanner_storage& other);
+  scanner_storage(scanner_storage&& other) noexcept;
+  scanner_storage& operator=(const scanner_storage& other);
+  scanner_storage& operator=(scanner_storage&& other) noexcept;
+  ~scanner_storage();
+
+  void* get() noexcept { return bytes_; }
+  const void* get() const noexcept { return bytes_; }
+
+ private:
+  alignas(align) unsigned char bytes_[size];
+};
+}  // namespace detail
+
 // base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), RFC 6455 §4.2.2 item 5.4.
 std::string websocket_accept_key(std::string_view key);
 // Is `key` a Sec-WebSocket-Key: canonical base64 of exactly 16 bytes (§4.1 item 7)?
@@ -106,7 +130,7 @@ class server_handshake {
   std::string reason_;
   std::string response_;
   std::string protocol_;
-  detail::head_scanner scanner_;
+  detail::scanner_storage scanner_;
   http_request request_;
 };
 
@@ -171,7 +195,7 @@ class client_handshake {
   std::string body_;
   std::size_t body_left_ = 0;
   bool reading_body_ = false;
-  detail::head_scanner scanner_;
+  detail::scanner_storage scanner_;
   http_response response_;
 };
 

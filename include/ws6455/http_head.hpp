@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -102,42 +101,4 @@ class http_response : public http_fields {
   std::string reason_;
 };
 
-namespace detail {
-
-// Finds the end of an HTTP/1.1 head incrementally: each byte is looked at once,
-// whatever the split (picohttpparser's last_len idea), so one-byte reads of an
-// 8 KiB head cost O(n), not O(n^2) (tungstenite CVE-2023-43669). Line endings are
-// strict CRLF: a bare LF or a bare CR fails at once (RFC 9112 §2.2 lets us; it
-// closes the door on LF/CRLF disagreements between us and proxies).
-class head_scanner {
- public:
-  enum class status : std::uint8_t {
-    need_more,
-    complete,          // head() is the whole head, final CRLF CRLF included
-    too_large,         // more than max_header_bytes without the end
-    too_many_headers,  // more than max_headers lines
-    bad_line_ending,   // bare LF or bare CR
-    leading_blank_line,
-  };
-
-  explicit head_scanner(handshake_limits limits) noexcept : limits_(limits) {}
-  // Consumes up to the end of the head; nothing once complete or failed.
-  std::size_t feed(std::span<const std::byte> input);
-  status state() const noexcept { return status_; }
-  std::string_view head() const noexcept { return buf_; }
-  // Starts over for another head (after a 1xx interim response). The bytes
-  // already taken still count against max_header_bytes.
-  void restart() noexcept;
-
- private:
-  handshake_limits limits_;
-  status status_ = status::need_more;
-  std::string buf_;
-  std::size_t used_before_ = 0;  // bytes of earlier heads (restart)
-  std::size_t line_start_ = 0;
-  std::size_t lines_ = 0;
-  char prev_ = 0;
-};
-
-}  // namespace detail
 }  // namespace ws6455

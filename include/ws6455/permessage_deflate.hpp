@@ -67,8 +67,8 @@ struct server_options {
   std::uint8_t client_max_window_bits = 12;
   // Skip offers without client_max_window_bits, i.e. insist on the limit above.
   bool require_client_max_window_bits = false;
-  std::uint8_t mem_level = 5;             // zlib memLevel 1..9 for our compressor
-  std::size_t compress_threshold = 128;   // send smaller messages uncompressed
+  std::uint8_t mem_level = default_deflate_mem_level;            // zlib memLevel 1..9 for our compressor
+  std::size_t compress_threshold = default_compress_threshold;  // send smaller messages uncompressed
 };
 
 struct agreement {
@@ -100,8 +100,8 @@ struct client_options {
   std::uint8_t server_max_window_bits = 15;
   bool server_no_context_takeover = false;  // ask the server to drop its context
   bool client_no_context_takeover = false;  // declare we drop ours (§7.1.1.2)
-  std::uint8_t mem_level = 5;
-  std::size_t compress_threshold = 128;
+  std::uint8_t mem_level = default_deflate_mem_level;
+  std::size_t compress_threshold = default_compress_threshold;
 };
 
 // The Sec-WebSocket-Extensions value a client sends, e.g.
@@ -114,10 +114,16 @@ std::string make_offer(const client_options& opts = {});
 // parameters, valid values, server_no_context_takeover and server_max_window_bits (<=
 // the request) present if requested, client_max_window_bits only with a value <= ours.
 // The error string says what was wrong (the client fails the connection, §5).
+// An empty `response` (the 101 had no Sec-WebSocket-Extensions: the server declined,
+// RFC 7692 §5) is not an error: the result holds nullopt, no compression. Either way
+// the value goes straight into config::deflate:
+//   auto p = validate_response(hs.extensions(), opts);
+//   if (!p) fail(p.error());
+//   cfg.deflate = *p;
 // In the result, client_max_window_bits is the window we compress with: the smaller of
 // the server's limit and opts (a compressor may always use a smaller window).
-expected<deflate_params, std::string> validate_response(std::string_view response,
-                                                        const client_options& opts = {});
+expected<std::optional<deflate_params>, std::string> validate_response(std::string_view response,
+                                                                       const client_options& opts = {});
 
 }  // namespace permessage_deflate
 }  // namespace ws6455

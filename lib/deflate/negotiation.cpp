@@ -244,7 +244,11 @@ std::string make_offer(const client_options& opts) {
   return r;
 }
 
-expected<deflate_params, std::string> validate_response(std::string_view response, const client_options& opts) {
+expected<std::optional<deflate_params>, std::string> validate_response(std::string_view response,
+                                                                       const client_options& opts) {
+  // No Sec-WebSocket-Extensions in the 101: no extension in use (RFC 6455 §9.1); the
+  // server may always decline permessage-deflate (RFC 7692 §5). Not an error.
+  if (detail::trim_ows(response).empty()) return std::optional<deflate_params>{};
   if (!opts.enable) return fail("permessage-deflate was not offered");
   auto list = parse_extensions(response);
   if (!list) return fail("malformed Sec-WebSocket-Extensions: " + list.error());
@@ -286,7 +290,7 @@ expected<deflate_params, std::string> validate_response(std::string_view respons
   if (p.client_max_window_bits && *p.client_max_window_bits > own_bits)
     return fail("client_max_window_bits is larger than offered");
   d.client_max_window_bits = std::min(p.client_max_window_bits.value_or(15), own_bits);
-  return d;
+  return std::optional<deflate_params>(d);
 }
 
 }  // namespace permessage_deflate

@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "head_parser.hpp"
+#include "head_scanner.hpp"
 #include "random.hpp"
 #include "ws6455/handshake.hpp"
 
@@ -129,10 +130,11 @@ std::size_t client_handshake::feed(std::span<const std::byte> input) {
       if (body_left_ == 0) state_ = handshake_state::failed;
       continue;
     }
-    const std::size_t n = scanner_.feed(input.subspan(total));
+    detail::head_scanner& scanner = detail::scanner(scanner_);
+    const std::size_t n = scanner.feed(input.subspan(total));
     total += n;
     using st = detail::head_scanner::status;
-    switch (scanner_.state()) {
+    switch (scanner.state()) {
       case st::need_more:
         if (n == 0) return total;  // cannot happen: the scanner takes all it is given
         break;
@@ -158,7 +160,7 @@ std::size_t client_handshake::feed(std::span<const std::byte> input) {
 
 void client_handshake::on_head() {
   response_ = http_response{};
-  const detail::parse_error e = detail::head_access::parse_response(scanner_.head(), response_);
+  const detail::parse_error e = detail::head_access::parse_response(detail::scanner(scanner_).head(), response_);
   if (e.status != 0) {
     response_ = http_response{};
     return fail(std::string("malformed response: ") + std::string(e.reason));
@@ -168,7 +170,7 @@ void client_handshake::on_head() {
     // An interim response (100, 103 Early Hints): skip it and read the next head,
     // within the same byte budget (RFC 9110 §15.2).
     response_ = http_response{};
-    scanner_.restart();
+    detail::scanner(scanner_).restart();
     return;
   }
   if (status != 101) {

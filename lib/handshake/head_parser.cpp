@@ -4,6 +4,8 @@
 // number of times.
 #include "head_parser.hpp"
 
+#include "head_scanner.hpp"
+
 #include <algorithm>
 #include <cstring>
 
@@ -71,6 +73,104 @@ parse_error parse_fields(std::string_view head, std::vector<http_header>& out) {
   }
 }
 
+bool is_hexdig(char c) noexcept {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+
+// RFC 3986 §2.3 unreserved and §2.2 sub-delims.
+bool is_unreserved(char c) noexcept {
+  return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '.' || c == '_' ||
+         c == '~';
+}
+bool is_sub_delim(char c) noexcept {
+  switch (c) {
+    case '!': case '$': case '&': case '\'': case '(': case ')': case '*': case '+': case ',': case ';': case '=':
+      return true;
+    default:
+      return false;
+  }
+}
+
+// reg-name = *( unreserved / pct-encoded / sub-delims ), RFC 3986 §3.2.2.
+bool is_reg_name(std::string_view s) noexcept {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%') {
+      if (i + 2 >= s.size() || !is_hexdig(s[i + 1]) || !is_hexdig(s[i + 2])) return false;
+      i += 2;
+    } else if (!is_unreserved(s[i]) && !is_sub_delim(s[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// dec-octet "." dec-octet "." dec-octet "." dec-octet, RFC 3986 §3.2.2 (no leading zeros).
+bool is_ipv4(std::string_view s) noexcept {
+  for (int octet = 0; octet < 4; ++octet) {
+    if (octet > 0) {
+      if (s.empty() || s.front() != '.') return false;
+      s.remove_prefix(1);
+    }
+    std::size_t n = 0;
+    while (n < s.size() && n < 3 && is_digit(s[n])) ++n;
+    if (n == 0 || (n > 1 && s[0] == '0')) return false;
+    int value = 0;
+    for (std::size_t i = 0; i < n; ++i) value = value * 10 + (s[i] - '0');
+    if (value > 255) return false;
+    s.remove_prefix(n);
+  }
+  return s.empty();
+}
+
+// IPv6address, RFC 3986 §3.2.2: eight 16-bit pieces of 1-4 hex digits, one "::"
+// standing for one or more zero pieces, the last two pieces possibly an IPv4address.
+bool is_ipv6(std::string_view s) noexcept {
+  int pieces = 0;
+  bool elided = false;
+  if (s.starts_with("::")) {
+    elided = true;
+    s.remove_prefix(2);
+    if (s.empty()) return true;  // "::"
+  } else if (s.starts_with(":")) {
+    return false;
+  }
+  for (;;) {
+    std::size_t n = 0;
+    while (n < s.size() && is_hexdig(s[n])) ++n;
+    if (n < s.size() && s[n] == '.') {  // ls32 as an IPv4address: the end
+      return is_ipv4(s) && (elided ? pieces + 2 <= 7 : pieces + 2 == 8);
+    }
+    if (n == 0 || n > 4) return false;
+    ++pieces;
+    s.remove_prefix(n);
+    if (s.empty()) break;
+    if (s.starts_with("::")) {
+      if (elided) return false;
+      elided = true;
+      s.remove_prefix(2);
+      if (s.empty()) break;
+    } else if (s.front() == ':') {
+      s.remove_prefix(1);
+      if (s.empty()) return false;  // a trailing single colon
+    } else {
+      return false;
+    }
+  }
+  return elided ? pieces <= 7 : pieces == 8;
+}
+
+// IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ), RFC 3986 §3.2.2.
+bool is_ipvfuture(std::string_view s) noexcept {
+  if (s.size() < 4 || (s[0] != 'v' && s[0] != 'V')) return false;
+  std::size_t i = 1;
+  while (i < s.size() && is_hexdig(s[i])) ++i;
+  if (i == 1 || i >= s.size() || s[i] != '.' || i + 1 == s.size()) return false;
+  for (++i; i < s.size(); ++i)
+    if (!is_unreserved(s[i]) && !is_sub_delim(s[i]) && s[i] != ':') return false;
+  return true;
+}
+
 }  // namespace
 
 std::string_view trim_ows(std::string_view s) noexcept {
@@ -81,6 +181,35 @@ std::string_view trim_ows(std::string_view s) noexcept {
 
 bool is_valid_field_value(std::string_view v) noexcept {
   return std::all_of(v.begin(), v.end(), [](char c) { return is_field_value_char(static_cast<unsigned char>(c)); });
+}
+
+bool is_valid_host_field(std::string_view v) noexcept {
+  std::string_view host = v;
+  std::string_view port;
+  if (!v.empty() && v.front() == '[') {
+    const std::size_t close = v.find(']');
+    if (close == std::string_view::npos) return false;
+    const std::string_view literal = v.substr(1, close - 1);
+    if (!is_ipv6(literal) && !is_ipvfuture(literal)) return false;
+    const std::string_view rest = v.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      port = rest.substr(1);
+    }
+  } else {
+    const std::size_t colon = v.find(':');  // a reg-name has no colon
+    host = v.substr(0, colon);
+    if (colon != std::string_view::npos) port = v.substr(colon + 1);
+    if (host.empty() || !is_reg_name(host)) return false;
+  }
+  // port = *DIGIT (RFC 3986 §3.2.3); empty means the scheme's default.
+  if (port.size() > 5) return false;
+  unsigned value = 0;
+  for (const char c : port) {
+    if (!is_digit(c)) return false;
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  return value <= 65535;
 }
 
 std::string_view reason_phrase(int status) noexcept {
@@ -108,6 +237,7 @@ std::string_view reason_phrase(int status) noexcept {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Error";
   }
 }
@@ -170,6 +300,23 @@ void head_scanner::restart() noexcept {
   prev_ = 0;
   status_ = status::need_more;
 }
+
+// ---- scanner_storage: a head_scanner constructed in place ---------------------------
+
+scanner_storage::scanner_storage(handshake_limits limits) noexcept { ::new (get()) head_scanner(limits); }
+scanner_storage::scanner_storage(const scanner_storage& other) { ::new (get()) head_scanner(scanner(other)); }
+scanner_storage::scanner_storage(scanner_storage&& other) noexcept {
+  ::new (get()) head_scanner(std::move(scanner(other)));
+}
+scanner_storage& scanner_storage::operator=(const scanner_storage& other) {
+  scanner(*this) = scanner(other);
+  return *this;
+}
+scanner_storage& scanner_storage::operator=(scanner_storage&& other) noexcept {
+  scanner(*this) = std::move(scanner(other));
+  return *this;
+}
+scanner_storage::~scanner_storage() { scanner(*this).~head_scanner(); }
 
 // ---- request and response heads -----------------------------------------------------
 

@@ -37,6 +37,12 @@ std::string_view trim_ows(std::string_view s) noexcept;
 // (header injection from application-supplied strings).
 bool is_valid_field_value(std::string_view v) noexcept;
 
+// A Host field value: uri-host [ ":" port ] (RFC 9110 §7.2), uri-host being an
+// RFC 3986 §3.2.2 host: an IP-literal in brackets (IPv6address or IPvFuture), or a
+// reg-name (which covers IPv4address). Stricter than the grammar where it would not
+// name a TCP endpoint: the host may not be empty, the port is at most 65535.
+bool is_valid_host_field(std::string_view v) noexcept;
+
 // base64 of a 16-byte Sec-WebSocket-Key nonce (accept_key.cpp).
 std::string base64_encode_16(const std::byte (&bytes)[16]);
 

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "head_parser.hpp"
+#include "head_scanner.hpp"
 #include "ws6455/handshake.hpp"
 
 namespace ws6455 {
@@ -47,7 +48,11 @@ void append_status_line(std::string& out, int status) {
 }
 
 // An error response that ends the exchange: the connection is closed after it.
-std::string error_response(int status, std::string_view body, std::span<const http_header> extra) {
+// To a HEAD request it has no body (RFC 9110 §9.3.2), and so no Content-Length or
+// Content-Type either: Content-Length in an answer to HEAD must be the length a GET
+// would have got (RFC 9110 §8.6), and a GET would not have got this response.
+std::string error_response(int status, std::string_view body, std::span<const http_header> extra,
+                           bool to_head = false) {
   std::string out;
   out.reserve(160 + body.size());
   append_status_line(out, status);
@@ -62,11 +67,11 @@ std::string error_response(int status, std::string_view body, std::span<const ht
   }
   const bool typed = std::any_of(extra.begin(), extra.end(),
                                  [](const http_header& h) { return iequals(h.name, "Content-Type"); });
-  if (!typed) append_field(out, "Content-Type", "text/plain; charset=utf-8");
-  append_field(out, "Content-Length", std::to_string(body.size()));
+  if (!typed && !to_head) append_field(out, "Content-Type", "text/plain; charset=utf-8");
+  if (!to_head) append_field(out, "Content-Length", std::to_string(body.size()));
   for (const auto& h : extra) append_field(out, h.name, h.value);
   out += "\r\n";
-  out += body;
+  if (!to_head) out += body;
   return out;
 }
 
@@ -80,18 +85,22 @@ void server_handshake::fail(int status, std::string_view reason) {
   reason_ = reason;
   std::string body(reason);
   body += '\n';
-  response_ = error_response(status, body, {});
+  // The method, even when the request line was never parsed (431 on a long head).
+  const bool to_head = request_.method().empty() ? detail::scanner(scanner_).head().starts_with("HEAD ")
+                                                 : request_.method() == "HEAD";
+  response_ = error_response(status, body, {}, to_head);
 }
 
 std::size_t server_handshake::feed(std::span<const std::byte> input) {
   if (state_ != handshake_state::need_more) return 0;
-  const std::size_t n = scanner_.feed(input);
+  detail::head_scanner& scanner = detail::scanner(scanner_);
+  const std::size_t n = scanner.feed(input);
   using st = detail::head_scanner::status;
-  switch (scanner_.state()) {
+  switch (scanner.state()) {
     case st::need_more:
       break;
     case st::complete: {
-      const detail::parse_error e = detail::head_access::parse_request(scanner_.head(), request_);
+      const detail::parse_error e = detail::head_access::parse_request(scanner.head(), request_);
       if (e.status != 0) {
         fail(e.status, e.reason);
       } else {
@@ -117,15 +126,18 @@ std::size_t server_handshake::feed(std::span<const std::byte> input) {
 
 void server_handshake::validate() {
   const http_request& r = request_;
+  // RFC 9110 §15.6.6: 505 for a major version we do not speak; the rest of the
+  // head may not even mean what HTTP/1 says.
+  if (r.version_major() != 1) return fail(505, "HTTP/1.1 required");
   // RFC 6455 §4.2.1 item 1. Methods are case-sensitive (RFC 9110 §9.1): "get" is not GET.
   if (r.method() != "GET") return fail(405, "method must be GET");
-  if (r.version_major() < 1 || (r.version_major() == 1 && r.version_minor() < 1))
-    return fail(400, "HTTP/1.1 or later required");
-  // §4.2.1 item 2; RFC 9112 §3.2: exactly one Host.
+  if (r.version_minor() < 1) return fail(400, "HTTP/1.1 or later required");
+  // §4.2.1 item 2; RFC 9112 §3.2: exactly one Host, with a valid value, else 400.
   const std::size_t hosts = r.header_count("Host");
   if (hosts == 0) return fail(400, "missing Host header");
   if (hosts > 1) return fail(400, "duplicate Host header");
   if (r.header("Host")->empty()) return fail(400, "empty Host header");
+  if (!detail::is_valid_host_field(*r.header("Host"))) return fail(400, "invalid Host header");
   // A body would be read as WebSocket frames (request smuggling): none allowed.
   if (r.header_count("Transfer-Encoding") != 0) return fail(400, "request body not allowed");
   for (const auto& h : r.headers())
