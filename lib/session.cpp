@@ -93,7 +93,8 @@ bool session_base::want_read() const noexcept {
     case phase::failed: return false;
     case phase::open: break;
   }
-  return conn_->want_read();
+  if (conn_->want_read()) return true;
+  return conn_->which_role() == role::client && conn_->state() == connection_state::closed && !eof_;
 }
 
 bool session_base::should_close_transport() const noexcept {
@@ -118,6 +119,7 @@ session_feed_result session_base::feed_frames(std::span<std::byte> input, std::s
 }
 
 bool session_base::feed_frames_eof(session_event& out) {
+  eof_ = true;
   event e;
   if (!conn_->feed_eof(e)) return false;
   out = to_session_event(e);

@@ -176,8 +176,13 @@ conversation converse(const split& how, pair_options o) {
     if (server.should_close_transport()) {
       // §7.1.1: the server closes TCP first; the client sees EOF.
       server_gone = true;
+      // A client keeps reading after a clean close, for that EOF.
+      CHECK(client.state() == session_state::closed);
+      CHECK(client.want_read());
+      CHECK_FALSE(client.should_close_transport());
       session_event e;
       if (client.feed_eof(e)) c.client_log.push_back(describe(e));
+      CHECK_FALSE(client.want_read());
       break;
     }
   }

@@ -100,7 +100,8 @@ class session_base {
   void pin_output() noexcept;
   bool want_write() const noexcept;
   // Read more? False while a request waits for a decision, after the handshake failed,
-  // and when the frame layer is done reading.
+  // and once the frame layer is done reading; except that a client keeps reading after a
+  // clean close until feed_eof(), since the server closes TCP first (RFC 6455 §7.1.1).
   bool want_read() const noexcept;
   // Close the transport now? After a failed handshake once the error response (if any)
   // is written; once open, as connection::should_close_transport (a client waits for
@@ -128,6 +129,7 @@ class session_base {
  private:
   std::string head_out_;  // a copy, so that moving the session cannot invalidate it
   std::size_t head_sent_ = 0;
+  bool eof_ = false;  // feed_eof() was called once open
 };
 
 }  // namespace ws6455
