@@ -1,6 +1,7 @@
 // Everything ws6455 offers, in one include.
 #pragma once
 
+#include "ws6455/client_session.hpp"
 #include "ws6455/close_code.hpp"
 #include "ws6455/config.hpp"
 #include "ws6455/connection.hpp"
@@ -10,4 +11,6 @@
 #include "ws6455/handshake.hpp"
 #include "ws6455/http_head.hpp"
 #include "ws6455/permessage_deflate.hpp"
+#include "ws6455/server_session.hpp"
+#include "ws6455/session.hpp"
 #include "ws6455/url.hpp"
