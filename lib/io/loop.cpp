@@ -732,8 +732,11 @@ void loop::on_write_done(conn& c, ssize_t result) {
 }
 
 void loop::update_reading(conn& c) {
+  // A client keeps reading after a clean close: the server closes TCP first
+  // (RFC 6455 §7.1.1) and its EOF ends the connection (the close timer bounds it).
   const bool want = c.ph == phase::handshake || c.ph == phase::lingering ||
-                    (c.ph == phase::open && !c.paused && c.ws->want_read());
+                    (c.ph == phase::open && !c.paused &&
+                     (c.ws->want_read() || (c.is_client && c.ws->state() == connection_state::closed)));
   if (want == c.reading) return;
   c.reading = want;
   be_->set_reading(c, want);
@@ -754,8 +757,6 @@ void loop::service(conn& c) {
       begin_linger(c);
       break;
     }
-    // A client waits for the server's EOF after a clean close (RFC 6455 §7.1.1),
-    // bounded by the close timer.
     // Resume reading once the output drained below low_water: first the bytes
     // kept when we paused, which may produce more output (hence the loop).
     if (c.paused && output_size(c) <= opts_.low_water) {
