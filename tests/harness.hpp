@@ -308,6 +308,7 @@ inline const char* error_name(protocol_error e) {
     case protocol_error::frame_too_large: return "frame_too_large";
     case protocol_error::message_too_large: return "message_too_large";
     case protocol_error::too_many_fragments: return "too_many_fragments";
+    case protocol_error::internal_error: return "internal_error";
   }
   return "?";
 }
@@ -360,6 +361,7 @@ inline std::uint16_t expected_code(protocol_error e) {
     case protocol_error::frame_too_large:
     case protocol_error::message_too_large:
     case protocol_error::too_many_fragments: return 1009;
+    case protocol_error::internal_error: return 1011;
     default: return 1002;
   }
 }

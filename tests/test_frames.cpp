@@ -799,7 +799,7 @@ TEST_CASE("ws6455 feed: stops early when the event buffer is full, resumes exact
 TEST_CASE("ws6455 feed: empty input and an empty event buffer") {
   connection c(role::server);
   std::array<event, 2> ev;
-  auto r = c.feed({}, ev);
+  auto r = c.feed(std::span<std::byte>{}, ev);
   CHECK(r.consumed == 0);
   CHECK(r.events == 0);
   // With no room for events, a complete frame cannot be reported; bytes not consumed past it.

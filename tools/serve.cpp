@@ -120,7 +120,7 @@ class app final : public io::handler {
     const send_result s = ev.type == event_type::text ? server->send_text(id, ev.text(), /*trusted_utf8=*/true)
                                                       : server->send_binary(id, ev.data);
     // Past max_write_buffer_size: the peer does not read its echoes; give up on it.
-    if (s == send_result::backpressure) server->close(id, 1008, "output buffer full");
+    if (s == send_result::backpressure) (void)server->close(id, 1008, "output buffer full");
   }
 
   void on_close(io::conn_id id, std::uint16_t, std::string_view) override {
