@@ -296,13 +296,13 @@ inline void round_trip(FuzzedDataProvider& fdp, std::optional<deflate_params> de
   if (sent_close) FUZZ_CHECK(rxc.peer_close_code() == *sent_close);
 
   // Back: the receiver's automatic pongs (at most max_queued_pongs, as nothing drained
-  // its output) and its close echo.
+  // its output, the last for the latest ping) and its close echo.
   std::vector<rec_event> back;
   auto rout = rxc.pending_output();
   const bytes answer(rout.begin(), rout.end());
   pump(tx, answer, seeded_split(answer.size(), answer.size()), cap, back);
   std::vector<rec_event> want_back;
-  for (std::size_t i = 0; i < pings.size() && i < rcfg.max_queued_pongs; ++i) {
+  for (std::size_t i : answered_pings(pings.size(), rcfg.max_queued_pongs)) {
     rec_event e;
     e.type = event_type::pong;
     e.data = pings[i];

@@ -18,7 +18,9 @@
 //    SIMD validator the engine uses), whole messages are complete code points;
 //  - data sizes respect max_message_size; control payloads are <= 125 bytes;
 //  - the output is well-formed frames: masked iff client, minimal lengths, no RSV bits,
-//    only pongs and one final close; pongs echo exactly the first max_queued_pongs pings;
+//    only pongs and one final close; pongs echo the pings answered_pings() names (the
+//    first max_queued_pongs, the last of them replaced by the latest ping, RFC 6455 §5.5.3);
+//  - the order rule: a ping, close or fail event is the first of its feed() batch;
 //    the close carries close_code_for(error) after a failure, the echoed code after a
 //    peer close;
 //  - the same bytes fed whole, byte by byte, or in any split, with any event-buffer size,
@@ -122,6 +124,18 @@ inline rec_event record(const event& e) {
   return r;
 }
 
+// Which of `n` pings get automatic pongs when the output is never drained: the first
+// `cap`, except that every ping past the cap replaces the last queued pong (RFC 6455
+// §5.5.3: answering the most recent ping suffices).
+inline std::vector<std::size_t> answered_pings(std::size_t n, std::size_t cap) {
+  std::vector<std::size_t> v;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (v.size() < cap) v.push_back(i);
+    else if (cap != 0) v.back() = i;
+  }
+  return v;
+}
+
 inline bool is_data(event_type t) { return t == event_type::text || t == event_type::binary; }
 inline bool is_terminal(event_type t) { return t == event_type::close || t == event_type::fail; }
 
@@ -212,6 +226,8 @@ inline run_result run(connection& c, std::span<const std::byte> input, const std
         check_span(e.data.data(), e.data.size(), buf.get(), sz, off, r.consumed);
         check_span(e.reason.data(), e.reason.size(), buf.get(), sz, off, r.consumed);
         res.events.push_back(record(e));  // reads every byte: ASan checks the span's memory
+        // The order rule: the engine answers these itself, after the events before them.
+        if (is_terminal(e.type) || e.type == event_type::ping) FUZZ_CHECK(i == 0);
         if (is_terminal(e.type)) ended = true;
       }
       off += r.consumed;
@@ -378,13 +394,14 @@ inline void check_run(const config& cfg, role r, const run_result& res) {
     FUZZ_CHECK(res.peer_code == 0);
   }
 
-  // The output: pongs for the first max_queued_pongs pings, then at most one close.
+  // The output: pongs for the answered pings, then at most one close.
   const auto frames = parse_output(res.output, r);
   std::size_t i = 0;
-  const std::size_t pongs = cfg.auto_pong ? std::min<std::size_t>(pings.size(), cfg.max_queued_pongs) : 0;
+  const auto answered = cfg.auto_pong ? answered_pings(pings.size(), cfg.max_queued_pongs) : std::vector<std::size_t>{};
+  const std::size_t pongs = answered.size();
   for (; i < frames.size() && frames[i].op == 0xA; ++i) {
     FUZZ_CHECK(i < pongs);
-    FUZZ_CHECK(frames[i].payload == pings[i]);
+    FUZZ_CHECK(frames[i].payload == pings[answered[i]]);
     FUZZ_CHECK(frames[i].rsv == 0);
   }
   FUZZ_CHECK(i == pongs);

@@ -1,6 +1,8 @@
 #include "ws6455/close_code.hpp"
 #include "ws6455/error.hpp"
 
+#include <string>
+
 namespace ws6455 {
 
 std::uint16_t close_code_for(protocol_error e) noexcept {
@@ -15,6 +17,8 @@ std::uint16_t close_code_for(protocol_error e) noexcept {
       return close_code::message_too_big;
     case protocol_error::none:
       return close_code::normal;
+    case protocol_error::internal_error:
+      return close_code::internal_error;
     default:
       return close_code::protocol_error;
   }
@@ -41,6 +45,7 @@ std::string_view describe(protocol_error e) noexcept {
     case protocol_error::frame_too_large: return "frame larger than max_frame_size";
     case protocol_error::message_too_large: return "message larger than max_message_size";
     case protocol_error::too_many_fragments: return "too many fragments in one message";
+    case protocol_error::internal_error: return "internal error";
   }
   return "unknown error";
 }
@@ -57,8 +62,51 @@ std::string_view describe(send_result r) noexcept {
     case send_result::no_message_open: return "no fragmented message to continue";
     case send_result::wrong_role: return "not allowed in this role";
     case send_result::not_a_data_opcode: return "fragments are text, binary or continuation";
+    case send_result::compression_failed: return "compression failed";
   }
   return "unknown";
 }
+
+std::string_view describe(config_error e) noexcept {
+  switch (e) {
+    case config_error::none: return "no error";
+    case config_error::deflate_window_bits: return "invalid config: deflate window bits outside 8-15";
+    case config_error::deflate_mem_level: return "invalid config: deflate mem_level outside 1-9";
+    case config_error::zero_write_buffer: return "invalid config: max_write_buffer_size is 0";
+    case config_error::deflate_init_failed: return "zlib could not be initialised";
+  }
+  return "unknown config error";
+}
+
+namespace {
+
+template <class E>
+class category final : public std::error_category {
+ public:
+  explicit category(const char* name) noexcept : name_(name) {}
+  const char* name() const noexcept override { return name_; }
+  std::string message(int v) const override { return std::string(describe(static_cast<E>(v))); }
+
+ private:
+  const char* name_;
+};
+
+}  // namespace
+
+const std::error_category& protocol_error_category() noexcept {
+  static const category<protocol_error> c("ws6455.protocol_error");
+  return c;
+}
+const std::error_category& send_result_category() noexcept {
+  static const category<send_result> c("ws6455.send_result");
+  return c;
+}
+const std::error_category& config_error_category() noexcept {
+  static const category<config_error> c("ws6455.config_error");
+  return c;
+}
+std::error_code make_error_code(protocol_error e) noexcept { return {static_cast<int>(e), protocol_error_category()}; }
+std::error_code make_error_code(send_result r) noexcept { return {static_cast<int>(r), send_result_category()}; }
+std::error_code make_error_code(config_error e) noexcept { return {static_cast<int>(e), config_error_category()}; }
 
 }  // namespace ws6455

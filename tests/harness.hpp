@@ -9,6 +9,10 @@
 //    events equal the expected ones (streaming pieces are coalesced first).
 //  - frame builders (any opcode, RSV bits, mask, explicit length form) and an output
 //    frame parser.
+//  - the order rule (connection.hpp): an event the engine itself answers (ping, close,
+//    fail) is always the first of its feed() batch, so an application that answers each
+//    batch before feeding again gets its answers out first. check_all_chunkings checks
+//    the batches; run_echo / check_echo_order play such an application (an echo server).
 #pragma once
 
 #include <doctest/doctest.h>
@@ -18,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <ostream>
 #include <span>
@@ -308,6 +313,7 @@ inline const char* error_name(protocol_error e) {
     case protocol_error::frame_too_large: return "frame_too_large";
     case protocol_error::message_too_large: return "message_too_large";
     case protocol_error::too_many_fragments: return "too_many_fragments";
+    case protocol_error::internal_error: return "internal_error";
   }
   return "?";
 }
@@ -360,6 +366,7 @@ inline std::uint16_t expected_code(protocol_error e) {
     case protocol_error::frame_too_large:
     case protocol_error::message_too_large:
     case protocol_error::too_many_fragments: return 1009;
+    case protocol_error::internal_error: return 1011;
     default: return 1002;
   }
 }
@@ -463,13 +470,19 @@ inline std::vector<std::size_t> chunk_sizes(const chunking& ch, std::size_t n) {
 struct run_result {
   std::vector<recorded_event> events;
   std::vector<std::size_t> event_at;  // input bytes consumed when each event was returned
+  std::vector<std::size_t> batch_index;  // each event's index in the feed() call that returned it
   bytes output;                       // pending_output() at the end (not consumed)
   connection_state state = connection_state::open;
   bool stuck = false;                 // feed made no progress and reported nothing
 };
 
+// What the application does with each event, right after the feed() call that returned
+// it and before the next one.
+using event_handler = std::function<void(connection&, const event&)>;
+
 // Feeds `input` in the chunks `ch` gives. Loops on early stops. `eof`: then feed_eof().
-inline run_result run_ex(connection& c, std::span<const std::byte> input, const chunking& ch, bool eof = false) {
+inline run_result run_ex(connection& c, std::span<const std::byte> input, const chunking& ch, bool eof = false,
+                         const event_handler& on_event = {}) {
   run_result res;
   std::vector<event> evbuf(ch.event_capacity);
   std::size_t base = 0;
@@ -491,7 +504,10 @@ inline run_result run_ex(connection& c, std::span<const std::byte> input, const 
       for (std::size_t i = 0; i < r.events; ++i) {
         res.events.push_back(record(evbuf[i]));
         res.event_at.push_back(base + off);
+        res.batch_index.push_back(i);
       }
+      if (on_event)
+        for (std::size_t i = 0; i < r.events; ++i) on_event(c, evbuf[i]);
       if (r.consumed == 0 && r.events == 0) {
         if (++idle > 2) {
           FAIL_CHECK("feed made no progress at input offset " << base + off << " (" << ch.name() << ")");
@@ -510,6 +526,8 @@ inline run_result run_ex(connection& c, std::span<const std::byte> input, const 
     if (c.feed_eof(e)) {
       res.events.push_back(record(e));
       res.event_at.push_back(base);
+      res.batch_index.push_back(0);
+      if (on_event) on_event(c, e);
     }
   }
   auto out = c.pending_output();
@@ -577,6 +595,13 @@ inline run_result check_all_chunkings(const config& cfg, role r, std::span<const
           CHECK_MESSAGE(e.fin, "fin=0 data event in whole-message mode");
     for (auto& e : res.events)
       if (e.type == event_type::fail) CHECK_MESSAGE(!e.reason.empty(), "fail event without a reason");
+    // The order rule: what the engine answers by itself comes first in its batch.
+    for (std::size_t i = 0; i < res.events.size(); ++i) {
+      const auto t = res.events[i].type;
+      if (t == event_type::fail || t == event_type::close || t == event_type::ping)
+        CHECK_MESSAGE(res.batch_index[i] == 0, "a " << type_name(t) << " event behind other events of its feed() call:"
+                                                    << describe(res.events));
+    }
     std::vector<recorded_event> got = streaming ? coalesce(res.events) : res.events;
     CHECK_EQ(describe(got, false), describe(expected, false));
     if (!have_first) {
@@ -631,6 +656,100 @@ inline void check_fails(const config& cfg, role r, const bytes& input, std::vect
   check_output_ends_with_close(res.output, expected_code(err), r == role::client);
 }
 inline void check_fails(role r, const bytes& input, protocol_error err) { check_fails(config{}, r, input, {}, err); }
+
+// ---------------------------------------------------------------------------------------
+// An echo application (the order rule)
+
+// Echoes each data event (a streaming piece as a fragment) at once; every echo must be
+// accepted: the engine has not queued a close behind the application's back.
+inline event_handler echo_app(delivery mode) {
+  return [mode](connection& c, const event& e) {
+    if (e.type != event_type::text && e.type != event_type::binary) return;
+    const opcode op = e.type == event_type::text ? opcode::text : opcode::binary;
+    const send_result r = mode == delivery::streaming ? c.send_fragment(op, e.data, e.fin)
+                          : op == opcode::text       ? c.send_text(e.text())
+                                                     : c.send_binary(e.data);
+    CHECK_MESSAGE(r == send_result::ok, "the echo was refused: " << ws6455::describe(r));
+  };
+}
+
+// One logical frame of output: a whole message (fragments joined), or a control frame
+// (close: its code as the payload's first two bytes, 1005 when empty).
+struct answer {
+  std::uint8_t op = 0;
+  bytes payload;
+  bool operator==(const answer&) const = default;
+};
+
+inline std::string describe(const std::vector<answer>& v) {
+  std::ostringstream o;
+  for (auto& a : v) {
+    o << "\n  op " << int(a.op);
+    if (a.op == OP_CLOSE) o << " code " << (a.payload.size() >= 2 ? (int(a.payload[0]) << 8 | int(a.payload[1])) : 1005);
+    else o << " [" << a.payload.size() << ": " << to_hex(a.payload) << "]";
+  }
+  return v.empty() ? "\n  (nothing)" : o.str();
+}
+
+// The output as answers; a message left unfinished (a streaming echo cut by a close)
+// is dropped, as coalesce() drops its events.
+inline std::vector<answer> answers_in(std::span<const std::byte> out) {
+  std::vector<answer> v;
+  std::optional<answer> open;
+  for (auto& f : parse_frames(out)) {
+    if (f.opcode == OP_CLOSE) {
+      v.push_back({OP_CLOSE, f.payload.size() >= 2 ? bytes(f.payload.begin(), f.payload.begin() + 2) : bytes{}});
+    } else if (f.opcode >= 8) {
+      v.push_back({f.opcode, f.payload});
+    } else {
+      if (!open) open = answer{f.opcode, {}};
+      open->payload.insert(open->payload.end(), f.payload.begin(), f.payload.end());
+      if (f.fin) { v.push_back(std::move(*open)); open.reset(); }
+    }
+  }
+  return v;
+}
+
+// What an echo server answers to `events` (whole messages), in their order: the echo of
+// each message, a pong per ping, the close reply or the failure's close.
+inline std::vector<answer> echo_answers(const std::vector<recorded_event>& events) {
+  std::vector<answer> v;
+  for (auto& e : events) {
+    switch (e.type) {
+      case event_type::text: v.push_back({OP_TEXT, e.data}); break;
+      case event_type::binary: v.push_back({OP_BINARY, e.data}); break;
+      case event_type::ping: v.push_back({OP_PONG, e.data}); break;
+      case event_type::pong: break;
+      case event_type::close:
+      case event_type::fail:
+        if (e.code == close_code::abnormal) break;
+        v.push_back({OP_CLOSE, e.code == close_code::no_status ? bytes{} : close_body(e.code)});
+        break;
+    }
+  }
+  return v;
+}
+
+inline run_result run_echo(connection& c, std::span<const std::byte> input, const chunking& ch, delivery mode) {
+  return run_ex(c, input, ch, false, echo_app(mode));
+}
+
+// Under every chunking: an echo server's output is exactly its answers to `events`, in
+// the order the events came (the engine's pongs and closes never overtake an echo).
+inline void check_echo_order(const config& cfg, role r, std::span<const std::byte> input,
+                             const std::vector<recorded_event>& events, std::vector<chunking> chunkings = {}) {
+  if (chunkings.empty()) chunkings = all_chunkings(input.size());
+  const auto want = echo_answers(events);
+  for (const auto& ch : chunkings) {
+    INFO("echo server, chunking: " << ch.name());
+    connection c(r, cfg);
+    run_result res = run_echo(c, input, ch, cfg.mode);
+    if (res.stuck) return;
+    const auto got_events = cfg.mode == delivery::streaming ? coalesce(res.events) : res.events;
+    CHECK_EQ(describe(got_events, false), describe(events, false));
+    CHECK_EQ(describe(answers_in(res.output)), describe(want));
+  }
+}
 
 // Deterministic masking-key source for client connections.
 struct counting_random {

@@ -1,8 +1,11 @@
 // An Autobahn|Testsuite-style conformance record, byte level (fuzzingclient cases against
 // our server). Each TEST_CASE is named by its Autobahn case id: the bytes a client sends
 // (masked), the events we must report, and the frames our server writes back. The echo
-// Autobahn expects is the application's job (not automatic), so only automatic replies
-// are checked: pongs and close frames. Every case runs through the shared harness (whole,
+// Autobahn expects is the application's job (not automatic): each case checks the
+// automatic replies (pongs and close frames) alone, and then the whole output of an echo
+// server, which must answer in the order of the events (a message's echo before the 1002
+// or the close reply that a later frame brings: Autobahn's "strict" verdict). Every case
+// runs through the shared harness (whole,
 // byte by byte, split points, fixed and random chunks, event buffers 1..16) in both
 // delivery modes; the "chopped" and "one frame at a time" variants are fed as chops, and
 // fail-fast cases check which chop brings the failure.
@@ -76,6 +79,7 @@ void autobahn(const bytes& input, const std::vector<recorded_event>& events, con
     chs.insert(chs.end(), extra.begin(), extra.end());
     auto res = check_all_chunkings(mode_cfg(m), role::server, input, events, false, chs);
     check_replies(res.output, replies);
+    check_echo_order(mode_cfg(m), role::server, input, events, chs);
     const bool failed = !events.empty() && events.back().type == event_type::fail;
     const bool closed = !events.empty() && events.back().type == event_type::close;
     CHECK(res.state == (failed ? connection_state::failed : closed ? connection_state::closed : connection_state::open));

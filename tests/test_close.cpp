@@ -443,9 +443,12 @@ TEST_CASE("ws6455 limits: automatic pongs are capped at max_queued_pongs until t
     }
     auto res = check_all_chunkings(cfg, r, wire, expect);  // every ping is still reported
     auto frames = parse_frames(res.output);
-    CHECK(frames.size() >= 1);
-    CHECK(frames.size() <= 3);
+    // RFC 6455 §5.5.3: three pongs at most, the last one for the latest ping.
+    REQUIRE(frames.size() == 3);
     for (auto& f : frames) CHECK(f.opcode == OP_PONG);
+    CHECK(frames[0].payload == str("0"));
+    CHECK(frames[1].payload == str("1"));
+    CHECK(frames[2].payload == str("9"));
     // Draining makes room again.
     connection c(r, cfg);
     run(c, wire);
@@ -487,5 +490,132 @@ TEST_CASE("RFC 6455 §5.5.3 an unsolicited pong is reported and otherwise ignore
     REQUIRE(frames.size() == 1);  // only the pong for the ping
     CHECK(frames[0].payload == str("p"));
     CHECK(res.state == connection_state::open);
+  }
+}
+
+TEST_CASE("RFC 6455 §5.5.3 past max_queued_pongs the newest ping replaces the last pong not yet going out") {
+  config cfg;
+  cfg.max_queued_pongs = 2;
+  for (role r : both_roles) {
+    INFO(role_name(r));
+    auto payloads = [](const connection& c) {
+      std::vector<std::string> v;
+      for (auto& f : frames_of(c)) {
+        std::string s(f.payload.size(), '\0');
+        if (!f.payload.empty()) std::memcpy(s.data(), f.payload.data(), f.payload.size());
+        v.push_back((f.opcode == OP_PONG ? "pong " : f.opcode == OP_TEXT ? "text " : "other ") + s);
+      }
+      return v;
+    };
+    SUBCASE("frames the application queued after the pong stay, in order") {
+      connection c(r, cfg);
+      run(c, cat(peer_frame(r, OP_PING, str("1")), peer_frame(r, OP_PING, str("2"))));
+      REQUIRE(c.send_text("data") == send_result::ok);
+      run(c, peer_frame(r, OP_PING, str("3")));
+      CHECK(payloads(c) == std::vector<std::string>{"pong 1", "text data", "pong 3"});
+      run(c, cat(peer_frame(r, OP_PING, str("4")), peer_frame(r, OP_PING, str("5"))));
+      CHECK(payloads(c) == std::vector<std::string>{"pong 1", "text data", "pong 5"});
+    }
+    SUBCASE("a pong partly written is not taken back") {
+      connection c(r, cfg);
+      run(c, cat(peer_frame(r, OP_PING, str("1")), peer_frame(r, OP_PING, str("2"))));
+      const std::size_t first = frames_of(c)[0].header_bytes.size() + 1;
+      c.consume_output(first + 1);  // pong 1 gone, one byte of pong 2 written
+      run(c, peer_frame(r, OP_PING, str("3")));
+      CHECK(c.pending_output().size() == first - 1);  // the rest of pong 2 only
+      drain(c);
+      run(c, peer_frame(r, OP_PING, str("4")));
+      CHECK(payloads(c) == std::vector<std::string>{"pong 4"});
+    }
+    SUBCASE("a pinned pong (an asynchronous write reads it) is not taken back") {
+      connection c(r, cfg);
+      run(c, cat(peer_frame(r, OP_PING, str("1")), peer_frame(r, OP_PING, str("2"))));
+      c.pin_output();
+      run(c, peer_frame(r, OP_PING, str("3")));
+      CHECK(payloads(c) == std::vector<std::string>{"pong 1", "pong 2"});
+    }
+    SUBCASE("max_queued_pongs 0: no automatic pongs at all") {
+      config none = cfg;
+      none.max_queued_pongs = 0;
+      connection c(r, none);
+      auto ev = run(c, cat(peer_frame(r, OP_PING, str("1")), peer_frame(r, OP_PING, str("2"))));
+      CHECK(ev.size() == 2);
+      CHECK(c.pending_output().empty());
+    }
+  }
+}
+
+// ======================================================================================
+// The order rule: the application's answers to earlier events come before the engine's
+// close reply and pongs
+
+TEST_CASE("ws6455 order: a message then a close in one buffer: the echo is written before the close reply") {
+  for (role r : both_roles) {
+    for (delivery m : {delivery::whole_messages, delivery::streaming}) {
+      INFO(role_name(r) << (m == delivery::streaming ? " streaming" : " whole"));
+      config cfg;
+      cfg.mode = m;
+      check_echo_order(cfg, r, cat(peer_frame(r, OP_TEXT, str("last words")), peer_frame(r, OP_CLOSE, close_body(1000, "bye"))),
+                       {ev_text("last words"), ev_close(1000, "bye")});
+      // Fragmented, split across reads, and an empty close.
+      check_echo_order(cfg, r,
+                       cat(peer_frame(r, OP_BINARY, pattern(300), false), peer_frame(r, OP_CONT, pattern(5, 2)),
+                           peer_frame(r, OP_CLOSE, {})),
+                       {ev_binary(cat(pattern(300), pattern(5, 2))), ev_close(1005)});
+      // A message, then a ping, then a close: echo, pong, close reply.
+      check_echo_order(cfg, r,
+                       cat(peer_frame(r, OP_TEXT, str("a")), peer_frame(r, OP_PING, str("p")), peer_frame(r, OP_TEXT, str("b")),
+                           peer_frame(r, OP_CLOSE, close_body(1001))),
+                       {ev_text("a"), ev_ping(str("p")), ev_text("b"), ev_close(1001)});
+    }
+  }
+}
+
+TEST_CASE("ws6455 auto_close_reply off: the application answers the peer's close with its own code and reason") {
+  config cfg;
+  cfg.auto_close_reply = false;
+  for (role r : both_roles) {
+    INFO(role_name(r));
+    connection c(r, cfg);
+    auto ev = run(c, cat(peer_frame(r, OP_TEXT, str("last")), peer_frame(r, OP_CLOSE, close_body(1001, "going"))));
+    REQUIRE(ev.size() == 2);
+    CHECK(ev[1] == ev_close(1001, "going"));
+    CHECK(c.pending_output().empty());  // no automatic reply
+    CHECK(c.state() == connection_state::close_received);
+    CHECK(!c.want_read());
+    CHECK(!c.should_close_transport());
+    CHECK(c.peer_close_code() == 1001);
+    // §5.5.1: it may still finish what it is sending, then closes with its own code.
+    CHECK(c.send_text("the echo of last") == send_result::ok);
+    CHECK(c.close(4000, "my reason") == send_result::ok);
+    CHECK(c.state() == connection_state::closed);
+    CHECK(c.closed_cleanly());
+    auto frames = frames_of(c);
+    REQUIRE(frames.size() == 2);
+    CHECK(frames[0].opcode == OP_TEXT);
+    CHECK(close_code_of(frames[1]) == 4000);
+    CHECK(frames[1].payload == close_body(4000, "my reason"));
+    CHECK(frames[1].masked == masked_output(r));
+    CHECK(c.close(1000) == send_result::closed);  // one close only
+    CHECK(c.send_text("more") == send_result::closed);
+    drain(c);
+    CHECK(c.should_close_transport() == (r == role::server));
+  }
+  SUBCASE("on (the default): the close is echoed at once, and close() is refused") {
+    connection c(role::server);
+    auto ev = run(c, frame(OP_CLOSE, close_body(1001, "going"), true, K));
+    REQUIRE(ev.size() == 1);
+    CHECK(c.state() == connection_state::closed);
+    auto frames = frames_of(c);
+    REQUIRE(frames.size() == 1);
+    CHECK(close_code_of(frames[0]) == 1001);
+    CHECK(c.close(4000, "mine") == send_result::closed);
+  }
+  SUBCASE("off, after our own close: the peer's close completes the handshake, nothing more to send") {
+    connection c(role::server, cfg);
+    REQUIRE(c.close(1000) == send_result::ok);
+    run(c, frame(OP_CLOSE, close_body(1000), true, K));
+    CHECK(c.state() == connection_state::closed);
+    CHECK(frames_of(c).size() == 1);
   }
 }

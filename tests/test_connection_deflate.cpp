@@ -1036,3 +1036,69 @@ TEST_CASE("ws6455 limits: an accepted compressed send keeps pending output withi
     }
   }
 }
+
+// ======================================================================================
+// The order rule with permessage-deflate: inflate failures wait for the application
+
+TEST_CASE("ws6455 order with deflate: the echo of a message comes before the 1007/1009 of the next one") {
+  constexpr std::size_t limit = 64u << 10;
+  for (role r : both_roles) {
+    for (delivery m : both_modes) {
+      INFO(role_name(r) << ", " << mode_name(m));
+      deflate_params p;
+      p.compress_threshold = SIZE_MAX;  // echoes go out uncompressed: easy to compare
+      config cfg = dcfg(m, p);
+      const bytes hello = cframe(r, OP_TEXT, hex("f2 48 cd c9 c9 07 00"));
+      const bytes plain = peer_frame(r, OP_BINARY, str("plain"));
+      // A corrupt compressed message behind an uncompressed one and behind a compressed one.
+      check_echo_order(cfg, r, cat(plain, cframe(r, OP_BINARY, hex("ff"))),
+                       {ev_binary(str("plain")), ev_fail(protocol_error::bad_compressed_data)});
+      check_echo_order(cfg, r, cat(hello, plain, cframe(r, OP_BINARY, hex("f2 48 cd"))),
+                       {ev_text("Hello"), ev_binary(str("plain")), ev_fail(protocol_error::bad_compressed_data)});
+      // A bomb behind a message.
+      config small = cfg;
+      small.max_message_size = limit;
+      check_echo_order(small, r, cat(plain, bomb_frames(r, 1u << 20, false)),
+                       {ev_binary(str("plain")), ev_fail(protocol_error::message_too_large)}, {whole_input(), random_chunks(3)});
+      // A compressed message, then a close.
+      check_echo_order(cfg, r, cat(plain, hello, peer_frame(r, OP_CLOSE, close_body(1000))),
+                       {ev_binary(str("plain")), ev_text("Hello"), ev_close(1000)});
+    }
+  }
+}
+
+// ======================================================================================
+// release_storage() with deflate: inflate output and compression scratch go back
+
+TEST_CASE("ws6455 release_storage: inflate output and compression scratch are given back without another feed") {
+  for (role r : both_roles) {
+    INFO(role_name(r));
+    connection c(r, dcfg());
+    connection peer(other(r), dcfg());
+    // 4 MiB of text, compressed by the peer into a few KiB, received whole.
+    REQUIRE(peer.send_text(std::string(4u << 20, 'a')) == send_result::ok);
+    const bytes wire = drain(peer);
+    CHECK(wire.size() < (64u << 10));
+    const std::size_t live_before = alloc_track::live;
+    std::array<event, 4> evs;
+    bytes in = wire;
+    std::size_t off = 0, got = 0;
+    while (off < in.size()) {
+      auto fr = c.feed(std::span<std::byte>(in).subspan(off), evs);
+      off += fr.consumed;
+      for (std::size_t i = 0; i < fr.events; ++i) got += evs[i].data.size();
+    }
+    CHECK(got == (4u << 20));
+    CHECK(alloc_track::live - live_before >= (4u << 20));
+    c.release_storage();
+    CHECK(alloc_track::live - live_before <= (8u << 10));
+    // Our own large compressed send: the scratch buffer is given back too.
+    bytes noise = pattern(1u << 20, 7);  // incompressible
+    REQUIRE(c.send_binary(noise) == send_result::ok);
+    drain(c);
+    const std::size_t with_scratch = c.memory_usage();
+    CHECK(with_scratch >= (1u << 20));
+    c.release_storage();
+    CHECK(c.memory_usage() <= (16u << 10));
+  }
+}

@@ -799,7 +799,7 @@ TEST_CASE("ws6455 feed: stops early when the event buffer is full, resumes exact
 TEST_CASE("ws6455 feed: empty input and an empty event buffer") {
   connection c(role::server);
   std::array<event, 2> ev;
-  auto r = c.feed({}, ev);
+  auto r = c.feed(std::span<std::byte>{}, ev);
   CHECK(r.consumed == 0);
   CHECK(r.events == 0);
   // With no room for events, a complete frame cannot be reported; bytes not consumed past it.
@@ -830,4 +830,106 @@ TEST_CASE("ws6455 feed: after a fail, further input is consumed and ignored") {
     CHECK(c.state() == connection_state::failed);
     CHECK(c.last_error() == protocol_error::reserved_opcode);
   }
+}
+
+// ======================================================================================
+// The order rule (connection.hpp): the application answers the events it was given before
+// the engine's own reaction to a later frame is queued
+
+TEST_CASE("ws6455 order: a message, then RSV=2/RSV=3/opcode 5/6/13/14, then a ping: the echo is queued before the 1002") {
+  for (role r : both_roles) {
+    for (const config& cfg : {config{}, streaming_cfg()}) {
+      struct bad_frame {
+        const char* name;
+        bytes wire;
+        protocol_error err;
+      };
+      const bytes msg = str("Hello, world!");
+      const bad_frame cases[] = {
+          {"RSV=2", peer_frame(r, OP_TEXT, msg, true, RSV2), protocol_error::reserved_bits},
+          {"RSV=3", peer_frame(r, OP_TEXT, msg, true, RSV2 | RSV3), protocol_error::reserved_bits},
+          {"opcode 5", peer_frame(r, 5, {}), protocol_error::reserved_opcode},
+          {"opcode 6", peer_frame(r, 6, str("reserved opcode payload")), protocol_error::reserved_opcode},
+          {"opcode 13", peer_frame(r, 13, {}), protocol_error::reserved_opcode},
+          {"opcode 14", peer_frame(r, 14, str("reserved opcode payload")), protocol_error::reserved_opcode},
+      };
+      for (const auto& c : cases) {
+        INFO(role_name(r) << (cfg.mode == delivery::streaming ? " streaming " : " whole ") << c.name);
+        const bytes wire = cat(peer_frame(r, OP_TEXT, msg), c.wire, peer_frame(r, OP_PING, msg));
+        // Echo, then the 1002 with nothing after it (no pong for the ping behind the violation).
+        check_echo_order(cfg, r, wire, {ev_text("Hello, world!"), ev_fail(c.err)});
+      }
+    }
+  }
+}
+
+TEST_CASE("ws6455 order: violations found in the header or the payload wait for the application's answers") {
+  config small;
+  small.max_frame_size = 20;
+  for (role r : both_roles) {
+    for (config cfg : {config{}, streaming_cfg()}) {
+      INFO(role_name(r) << (cfg.mode == delivery::streaming ? " streaming" : " whole"));
+      const bytes first = peer_frame(r, OP_BINARY, pattern(7));
+      const auto first_ev = ev_binary(pattern(7));
+      // Invalid UTF-8 in a whole frame (the fast path), in a fragment, at the end of a
+      // message (an empty final fragment), and a length in a non-minimal form.
+      check_echo_order(cfg, r, cat(first, peer_frame(r, OP_TEXT, hex("61 ED A0 80 62"))),
+                       {first_ev, ev_fail(protocol_error::invalid_utf8)});
+      check_echo_order(cfg, r, cat(first, peer_frame(r, OP_TEXT, hex("61 62 FF"), false), peer_frame(r, OP_CONT, str("c"))),
+                       {first_ev, ev_fail(protocol_error::invalid_utf8)});
+      check_echo_order(cfg, r, cat(first, peer_frame(r, OP_TEXT, hex("61 E2 82"), false), peer_frame(r, OP_CONT, {})),
+                       {first_ev, ev_fail(protocol_error::invalid_utf8)});
+      check_echo_order(cfg, r, cat(first, peer_frame(r, OP_BINARY, pattern(5), true, 0, length_form::len16)),
+                       {first_ev, ev_fail(protocol_error::non_minimal_length)});
+      check_echo_order(cfg, r, cat(first, peer_frame(r, OP_CONT, str("x"))),
+                       {first_ev, ev_fail(protocol_error::unexpected_continuation)});
+      cfg.max_frame_size = small.max_frame_size;
+      check_echo_order(cfg, r, cat(first, peer_frame(r, OP_BINARY, pattern(21))),
+                       {first_ev, ev_fail(protocol_error::frame_too_large)});
+      cfg.max_fragments = 2;
+      check_echo_order(cfg, r,
+                       cat(peer_frame(r, OP_TEXT, str("a"), false), peer_frame(r, OP_PING, str("p")),
+                           peer_frame(r, OP_CONT, str("b"), false), peer_frame(r, OP_CONT, str("c"))),
+                       {ev_ping(str("p")), ev_fail(protocol_error::too_many_fragments)});
+    }
+  }
+}
+
+TEST_CASE("ws6455 order: a frame left for the next call is given back as it came (masked again)") {
+  // The server unmasks in place; a text frame found invalid behind an event goes back
+  // to the caller's buffer unchanged, so that the next feed() reads it again.
+  for (bool fragmented : {false, true}) {
+    INFO((fragmented ? "fragmented" : "one frame"));
+    const bytes second = frame(OP_TEXT, hex("61 62 ED A0 80 63"), !fragmented, K);
+    bytes wire = cat(frame(OP_TEXT, str("ok"), true, K), second);
+    const bytes original = wire;
+    connection c(role::server);
+    std::array<event, 8> ev;
+    auto r1 = c.feed(wire, ev);
+    REQUIRE(r1.events == 1);
+    CHECK(ev[0].text() == "ok");
+    CHECK(r1.consumed == wire.size() - second.size());
+    CHECK(bytes(wire.begin() + r1.consumed, wire.end()) == second);  // as it came
+    CHECK(c.pending_output().empty());
+    auto r2 = c.feed(std::span<std::byte>(wire).subspan(r1.consumed), ev);
+    REQUIRE(r2.events == 1);
+    CHECK(ev[0].type == event_type::fail);
+    CHECK(ev[0].error == protocol_error::invalid_utf8);
+    CHECK(r1.consumed + r2.consumed == original.size());
+  }
+}
+
+TEST_CASE("ws6455 order: frames without an automatic answer are not held back (pongs, data)") {
+  // Only frames the engine answers stop a feed() call: a pong or more data behind a
+  // message come in the same call.
+  connection c(role::server);
+  bytes wire = cat(frame(OP_TEXT, str("a"), true, K), frame(OP_PONG, str("p"), true, K), frame(OP_BINARY, str("b"), false, K),
+                   frame(OP_CONT, str("c"), true, K), frame(OP_TEXT, str("d"), true, K));
+  std::array<event, 8> ev;
+  auto r = c.feed(wire, ev);
+  CHECK(r.consumed == wire.size() - frame(OP_TEXT, str("d"), true, K).size());  // "bc" was reassembled: stop after it
+  REQUIRE(r.events == 3);
+  CHECK(ev[0].text() == "a");
+  CHECK(ev[1].type == event_type::pong);
+  CHECK(ev[2].text() == "bc");
 }
