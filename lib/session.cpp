@@ -37,6 +37,7 @@ session_state session_base::state() const noexcept {
   switch (conn_->state()) {
     case connection_state::open: return session_state::open;
     case connection_state::closing: return session_state::closing;
+    case connection_state::close_received: return session_state::closing;  // ours is still to go (auto_close_reply off)
     case connection_state::closed: return session_state::closed;
     case connection_state::failed: return session_state::failed;
   }
@@ -75,6 +76,10 @@ void session_base::consume_output(std::size_t n) noexcept {
   n -= head;
   if (head != 0 && head_sent_ == head_out_.size()) drop_head_output();  // written: free it
   if (n != 0 && conn_) conn_->consume_output(n);
+}
+
+void session_base::release_storage() noexcept {
+  if (conn_) conn_->release_storage();
 }
 
 void session_base::pin_output() noexcept {

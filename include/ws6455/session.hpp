@@ -98,6 +98,8 @@ class session_base {
   void consume_output(std::size_t n) noexcept;
   // For asynchronous writers, as connection::pin_output (the head's bytes never move).
   void pin_output() noexcept;
+  // As connection::release_storage: done with every event reported so far.
+  void release_storage() noexcept;
   bool want_write() const noexcept;
   // Read more? False while a request waits for a decision, after the handshake failed,
   // and once the frame layer is done reading; except that a client keeps reading after a

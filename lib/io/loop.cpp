@@ -611,6 +611,9 @@ void loop::feed_frames(conn& c, std::span<std::byte> in) {
     }
     in = in.subspan(r.consumed);
   }
+  // The callbacks are done with the events: a large message's storage goes back
+  // now, not at the next read (an idle connection keeps none).
+  c.ws->release_storage();
 }
 
 void loop::dispatch(conn& c, const event& ev) {
