@@ -146,6 +146,7 @@ connection::connection(role r, const config& cfg) {
   accept_unmasked_ = cfg.accept_unmasked_frames;
   auto_pong_ = cfg.auto_pong;
   auto_close_reply_ = cfg.auto_close_reply;
+  retain_storage_ = cfg.retain_storage;
   streaming_ = cfg.mode == delivery::streaming;
   if (cfg.random && r == role::client) {
     storage().random = cfg.random;
@@ -234,6 +235,7 @@ config connection::settings() const {
   c.accept_unmasked_frames = accept_unmasked_;
   c.auto_pong = auto_pong_;
   c.auto_close_reply = auto_close_reply_;
+  c.retain_storage = retain_storage_;
   c.mode = streaming_ ? delivery::streaming : delivery::whole_messages;
   if (deflate_) c.deflate = deflate_->params;
   if (ext_) {
@@ -246,7 +248,7 @@ config connection::settings() const {
 void connection::release_message() noexcept {
   std::vector<std::byte>& m = ext_->message;
   m.clear();
-  if (m.capacity() > retained_message_capacity) std::vector<std::byte>().swap(m);
+  if (!retain_storage_ && m.capacity() > retained_message_capacity) std::vector<std::byte>().swap(m);
   release_message_ = false;
 }
 
@@ -257,6 +259,11 @@ void connection::release_storage() noexcept {
   if (ext_ && ext_->message.empty() && ext_->message.capacity() > idle_message_capacity)
     std::vector<std::byte>().swap(ext_->message);
   if (deflate_ && deflate_->scratch.capacity() > idle_message_capacity) std::vector<std::byte>().swap(deflate_->scratch);
+  // Drained output past write_buffer_size (kept across messages with retain_storage).
+  if (out_head_ == out_size_ && out_pinned_ == 0 && out_cap_ > write_buffer_size_) {
+    out_.reset();
+    out_cap_ = out_head_ = out_size_ = 0;
+  }
 }
 
 std::size_t connection::memory_usage() const noexcept {
@@ -978,8 +985,9 @@ void connection::consume_output(std::size_t n) noexcept {
     pongs_queued_ = 0;
     last_pong_at_ = 0;
     // Capacity up to write_buffer_size is kept for the next burst; a buffer that grew
-    // past it (a large message) is given back.
-    if (out_cap_ > write_buffer_size_) {
+    // past it (a large message) is given back, unless the caller retains storage
+    // until it is idle (release_storage()).
+    if (out_cap_ > write_buffer_size_ && !retain_storage_) {
       out_.reset();
       out_cap_ = 0;
     }

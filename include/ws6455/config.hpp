@@ -43,6 +43,12 @@ struct config {
   bool auto_close_reply = true;              // answer the peer's close by itself, echoing its code;
                                              // false: the close event is reported, state is
                                              // close_received, and the application calls close()
+  // Keep reassembly and output capacity across messages until release_storage() (no
+  // allocation and no page faults per large message). For callers that call
+  // release_storage() when the connection goes idle, as the socket adapters do;
+  // false: storage past 1 MiB (reassembly) or write_buffer_size (output) is given
+  // back after each message.
+  bool retain_storage = false;
   delivery mode = delivery::whole_messages;
   std::optional<deflate_params> deflate;     // permessage-deflate as negotiated (RFC 7692)
   random_source random = nullptr;

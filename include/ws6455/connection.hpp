@@ -122,6 +122,7 @@ struct connection_fields {
   bool auto_pong_ : 1 = true;
   bool streaming_ : 1 = false;
   bool auto_close_reply_ : 1 = true;
+  bool retain_storage_ : 1 = false;
 };
 
 }  // namespace detail
@@ -180,8 +181,10 @@ class connection : private detail::connection_fields {
 
   // The caller has finished with every event reported so far: storage a large message
   // used (reassembly, inflate output, compression scratch) is given back now rather than
-  // at the next feed(), so an idle connection does not keep it. A message still being
-  // reassembled is kept. Cheap when there is nothing to give back.
+  // at the next feed(), so an idle connection does not keep it; so is drained output
+  // capacity past write_buffer_size. A message still being reassembled is kept. Cheap
+  // when there is nothing to give back. With config::retain_storage, the only way
+  // storage is given back: call it when the connection goes idle.
   void release_storage() noexcept;
   // Heap bytes this connection holds: output, reassembly, control and compression
   // buffers (not zlib's own state; see docs/deflate.md).

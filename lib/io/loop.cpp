@@ -26,6 +26,11 @@ namespace ws6455::io::detail {
 
 namespace {
 
+// A connection holding more than this (reassembly, output capacity) past its output
+// buffer gives it back after release_delay_ms without input, its output drained.
+constexpr std::size_t idle_storage_slack = 64u << 10;
+constexpr std::int64_t release_delay_ms = 500;
+
 // Accepts per wake-up are bounded by the backend; this is how long accepting
 // pauses when the process is out of file descriptors.
 constexpr std::int64_t accept_backoff_ms = 100;
@@ -70,6 +75,9 @@ loop::loop(unsigned index, loop_options opts, handler* server_app, client_handle
   if (opts_.read_buffer_size < 4096) opts_.read_buffer_size = 4096;
   // The frame layer answers pings itself; keepalive depends on it.
   opts_.ws.auto_pong = true;
+  // Storage is kept across messages (no allocation, no page faults per large message)
+  // and given back when the connection idles (release_delay_ms, below).
+  opts_.ws.retain_storage = true;
   dirty_.reserve(1024);
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
@@ -184,6 +192,8 @@ std::int64_t loop::next_deadline(const conn& c) const noexcept {
       std::int64_t d = no_deadline;
       if (opts_.idle_timeout > 0) d = c.last_rx + opts_.idle_timeout;
       if (opts_.ping_interval > 0) d = std::min(d, std::max(c.last_rx, c.last_ping) + opts_.ping_interval);
+      // Only ahead: a release that could not give anything back must not spin.
+      if (c.last_rx + release_delay_ms > now_ && holds_idle_storage(c)) d = std::min(d, c.last_rx + release_delay_ms);
       return d;
     }
     case phase::free:
@@ -191,6 +201,12 @@ std::int64_t loop::next_deadline(const conn& c) const noexcept {
       break;
   }
   return no_deadline;
+}
+
+// Storage worth giving back once the peer is quiet (checked only with the output
+// drained: a pending write keeps it, and its completion re-arms the timer).
+bool loop::holds_idle_storage(const conn& c) const noexcept {
+  return !c.writing && output_size(c) == 0 && c.ws->memory_usage() > opts_.ws.write_buffer_size + idle_storage_slack;
 }
 
 // Makes sure the heap wakes us no later than the connection's next deadline. An
@@ -250,6 +266,7 @@ void loop::on_timer(conn& c) {
         mark_dirty(c);
         break;
       }
+      if (holds_idle_storage(c) && now_ >= c.last_rx + release_delay_ms) c.ws->release_storage();
       if (opts_.ping_interval > 0 && now_ >= std::max(c.last_rx, c.last_ping) + opts_.ping_interval) {
         // Ignored when the output is full: the idle timeout still bounds a dead peer.
         (void)c.ws->send_ping();
@@ -375,6 +392,7 @@ void loop::on_accept(int fd) {
 // ------------------------------------------------------------ connecting (client)
 
 expected<conn_id, std::string> loop::connect(std::unique_ptr<client_spec> spec) {
+  if (running_loop != this) now_ = monotonic_ms();  // before run(): the clock is not running yet
   conn& c = new_conn(-1, phase::connecting);
   c.is_client = true;
   c.extra().client = std::move(spec);
@@ -604,16 +622,21 @@ void loop::feed_frames(conn& c, std::span<std::byte> in) {
       c.paused = true;
       return;
     }
-    const auto r = c.ws->feed(in, events_);
+    // Take no more input than the output has room for (at least 16 KiB): an
+    // application that answers each message (echo) then stays near high_water, where
+    // a batch of 64 large messages would overshoot it by 64 answers.
+    const std::size_t out = output_size(c);
+    const std::size_t room = std::max<std::size_t>(opts_.high_water - out, 16u << 10);
+    // Near the limit, one event at a time, for the same reason.
+    const std::span<event> evs = out > opts_.low_water ? std::span<event>(events_).first(1)
+                                                       : std::span<event>(events_);
+    const auto r = c.ws->feed(in.first(std::min(in.size(), room)), evs);
     for (std::size_t i = 0; i < r.events; ++i) {
-      dispatch(c, events_[i]);
+      dispatch(c, evs[i]);
       if (c.ph != phase::open) return;  // never touch a freed slot
     }
     in = in.subspan(r.consumed);
   }
-  // The callbacks are done with the events: a large message's storage goes back
-  // now, not at the next read (an idle connection keeps none).
-  c.ws->release_storage();
 }
 
 void loop::dispatch(conn& c, const event& ev) {
@@ -776,6 +799,12 @@ void loop::service(conn& c) {
   }
   if (c.ph == phase::free || c.ph == phase::draining) return;
   update_reading(c);
+  if (c.ph == phase::open) {
+    // Storage to give back once the peer is quiet: now, if it already is (a slow
+    // write just finished), else by the timer.
+    if (now_ >= c.last_rx + release_delay_ms && holds_idle_storage(c)) c.ws->release_storage();
+    arm(c);
+  }
   trim_extra(c);
 }
 

@@ -196,6 +196,7 @@ class loop {
   void pause_accepting(std::int64_t until);
   void resume_accepting();
   std::int64_t next_deadline(const conn& c) const noexcept;
+  bool holds_idle_storage(const conn& c) const noexcept;
   void arm(conn& c);
   void note_closing(conn& c);
   void run_timers();

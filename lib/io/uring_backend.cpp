@@ -138,8 +138,11 @@ class uring_backend final : public backend_base {
     if (on) {
       if (!(c.bflags & recv_armed)) arm_recv(c);
     } else if ((c.bflags & recv_armed) && !(c.bflags & recv_cancelling)) {
+      // Backpressure: stop the multishot now, not at the next wait, so that little
+      // arrives after the pause (what does is kept by the driver).
       submit_cancel(tag(op::recv, c));
       c.bflags |= recv_cancelling;
+      io_uring_submit(&ring_);
     }
   }
 
@@ -175,8 +178,10 @@ class uring_backend final : public backend_base {
     if (c.bflags & send_inflight) submit_cancel(tag(op::send, c));
     if (c.bflags & connect_inflight) {
       submit_cancel(tag(op::connect, c));
-      // A client moving on to its next address: this attempt's completion is stale.
-      if (c.ph == phase::connecting) ++stale_connects_[c.slot];
+      // Abandoned (a timeout, the next address, a stop): its completion is stale
+      // whatever it says. Counted once: the flag goes now, the operation (ops) stays.
+      ++stale_connects_[c.slot];
+      c.bflags &= static_cast<std::uint8_t>(~connect_inflight);
     }
     // The operations hold their own reference to the socket; closing is safe now
     // and the cancellations (by user_data) do not need the descriptor.
