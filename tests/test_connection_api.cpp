@@ -254,6 +254,43 @@ TEST_CASE("ws6455 release_storage: a large message's storage is given back witho
   }
 }
 
+TEST_CASE("ws6455 retain_storage: reassembly and output capacity stay across messages until release_storage") {
+  for (bool retain : {false, true}) {
+    INFO("retain_storage " << retain);
+    config cfg;
+    cfg.retain_storage = retain;
+    connection c(role::server, cfg);
+    // Two 2 MiB fragmented messages, each echoed and drained, as an echo server does.
+    std::size_t after_first = 0;
+    for (int msg = 0; msg < 2; ++msg) {
+      bytes wire;
+      for (int i = 0; i < 4; ++i) wire = cat(wire, frame(i ? OP_CONT : OP_BINARY, pattern(512u << 10, i), i == 3, K));
+      std::array<event, 4> evs;
+      std::size_t off = 0;
+      while (off < wire.size()) {
+        auto fr = c.feed(std::span<std::byte>(wire).subspan(off), evs);
+        off += fr.consumed;
+        for (std::size_t i = 0; i < fr.events; ++i) REQUIRE(c.send_binary(evs[i].data) == send_result::ok);
+      }
+      c.consume_output(c.pending_output().size());
+      // The next feed (or, here, nothing) would reuse what the first message grew.
+      std::array<event, 1> none;
+      (void)c.feed(std::span<std::byte>(), none);
+      if (msg == 0) after_first = c.memory_usage();
+    }
+    if (retain) {
+      // Kept: 2 MiB of reassembly and 2 MiB of output, no allocation for the second message.
+      CHECK(after_first >= (4u << 20));
+      CHECK(c.memory_usage() == after_first);
+      c.release_storage();  // the caller's "idle": given back
+      CHECK(c.memory_usage() <= (128u << 10) + 4096 + 512);
+    } else {
+      // Given back after each message: past 1 MiB of reassembly, past write_buffer_size of output.
+      CHECK(after_first < (1u << 20));
+    }
+  }
+}
+
 TEST_CASE("ws6455 release_storage: a message still being reassembled is kept") {
   connection c(role::server);
   run(c, frame(OP_TEXT, str(utf8_text(10000)), false, K));

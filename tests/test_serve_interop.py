@@ -356,6 +356,31 @@ async def chat_across_loops(url, rooms=4, per_room=10, per_sender=25):
     return bad, extra
 
 
+async def large_then_quiet(srv):
+    async with websockets.connect(srv.url + "/", max_size=None, ping_interval=None) as ws:
+        base = srv.rss_kib()
+        grown = []
+        for _ in range(3):
+            await ws.send(os.urandom(16 << 20))
+            await asyncio.wait_for(ws.recv(), 30)
+            grown.append(srv.rss_kib() - base)
+        await asyncio.sleep(1.5)  # the peer is quiet: no read, no message
+        return grown, srv.rss_kib() - base
+
+
+def test_storage_released():
+    srv = Server()
+    try:
+        grown, quiet = arun(large_then_quiet(srv))
+        check("16 MiB echoes: storage is kept across messages (no growth after the first)",
+              grown[2] - grown[0] < 4096, f"{grown} KiB")
+        # io_uring's receive buffers (8 MiB, shared by all connections) stay touched.
+        check("a quiet peer: the 16 MiB message's storage is given back without another read",
+              quiet < 12 * 1024, f"{quiet} KiB after 1.5 s (peak {max(grown)} KiB)")
+    finally:
+        srv.stop()
+
+
 def test_chat_across_loops():
     srv = Server("--mode", "chat", "--threads", "4")
     try:
@@ -661,6 +686,7 @@ def main():
         run_check("http", test_http, srv)
         run_check("chat", test_chat, srv_chat)
         run_check("chat across loops", test_chat_across_loops)
+        run_check("storage released", test_storage_released)
         run_check("connect tool", test_connect_tool, srv, srv_deflate)
         run_check("many clients and limits", test_many_and_limits, srv)
         run_check("node ws", test_node, srv_deflate)
