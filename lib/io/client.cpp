@@ -22,17 +22,9 @@ client_state& state(endpoint::impl* p) { return *static_cast<client_state*>(p); 
 
 detail::loop_options loop_options_of(const client_options& o) {
   detail::loop_options l;
-  l.ws = o.ws;
-  l.deflate = o.deflate;
+  detail::copy_common(o, l);
   l.client_deflate = o.deflate_options;
   l.connect_timeout = o.connect_timeout.count();
-  l.handshake_timeout = o.handshake_timeout.count();
-  l.idle_timeout = o.idle_timeout.count();
-  l.ping_interval = o.ping_interval.count();
-  l.close_timeout = o.close_timeout.count();
-  l.read_buffer_size = o.read_buffer_size;
-  l.high_water = o.high_water;
-  l.low_water = o.low_water;
   l.exit_when_idle = o.exit_when_idle;
   return l;
 }

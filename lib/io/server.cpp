@@ -27,17 +27,9 @@ server_state& state(endpoint::impl* p) { return *static_cast<server_state*>(p); 
 
 detail::loop_options loop_options_of(const server_options& o) {
   detail::loop_options l;
-  l.ws = o.ws;
-  l.deflate = o.deflate;
+  detail::copy_common(o, l);
   l.server_deflate = o.deflate_options;
   l.limits = o.limits;
-  l.handshake_timeout = o.handshake_timeout.count();
-  l.idle_timeout = o.idle_timeout.count();
-  l.ping_interval = o.ping_interval.count();
-  l.close_timeout = o.close_timeout.count();
-  l.read_buffer_size = o.read_buffer_size;
-  l.high_water = o.high_water;
-  l.low_water = o.low_water;
   l.max_connections = o.max_connections;
   return l;
 }
