@@ -381,6 +381,37 @@ def test_storage_released():
         srv.stop()
 
 
+def test_uring_fallback():
+    """Where io_uring is refused, auto says so in one line and serves on epoll; an
+    explicit --backend io_uring fails instead."""
+    env = dict(os.environ, WS6455_NO_IO_URING="1")
+    p = subprocess.Popen([BIN, "serve", "--port", "0", *SERVE_ARGS, "--backend", "auto"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = p.stdout.readline()
+        m = re.match(rb"listening on ws://127\.0\.0\.1:(\d+)/\n", line)
+        echoed = None
+        if m:
+            async def one():
+                async with websockets.connect(f"ws://127.0.0.1:{int(m.group(1))}/", ping_interval=None) as ws:
+                    await ws.send("still served")
+                    return await asyncio.wait_for(ws.recv(), 5)
+            echoed = arun(one())
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    said = [l for l in err.decode().splitlines() if "io_uring" in l]
+    check("io_uring refused: auto says so in one line and serves on epoll",
+          echoed == "still served" and len(said) == 1 and "using epoll" in said[0], f"{echoed!r} {said}")
+    r = subprocess.run([BIN, "serve", "--port", "0", *SERVE_ARGS, "--backend", "io_uring"], env=env,
+                       capture_output=True, text=True, timeout=10)
+    check("io_uring refused: --backend io_uring fails with the reason", r.returncode == 1 and "io_uring" in r.stderr,
+          f"rc={r.returncode} {r.stderr!r}")
+
+
 def test_chat_across_loops():
     srv = Server("--mode", "chat", "--threads", "4")
     try:
@@ -687,6 +718,7 @@ def main():
         run_check("chat", test_chat, srv_chat)
         run_check("chat across loops", test_chat_across_loops)
         run_check("storage released", test_storage_released)
+        run_check("io_uring fallback", test_uring_fallback)
         run_check("connect tool", test_connect_tool, srv, srv_deflate)
         run_check("many clients and limits", test_many_and_limits, srv)
         run_check("node ws", test_node, srv_deflate)

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -56,6 +57,11 @@ struct send_op {
   iovec iov[16]{};  // the driver gathers at most 16 pieces
 };
 
+std::string probe_disabled() {
+  const char* off = std::getenv("WS6455_NO_IO_URING");
+  return off && *off && *off != '0' ? "disabled by WS6455_NO_IO_URING" : "";
+}
+
 class uring_backend final : public backend_base {
  public:
   explicit uring_backend(loop& l) : loop_(l) {}
@@ -66,6 +72,7 @@ class uring_backend final : public backend_base {
   }
 
   std::string init() {
+    if (std::string why = probe_disabled(); !why.empty()) return why;
     io_uring_params p{};
     p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
     p.cq_entries = cq_entries;
@@ -393,6 +400,9 @@ expected<std::unique_ptr<backend_base>, std::string> make_uring_backend(loop& l)
 }
 
 std::string probe_uring() {
+  // For tests of the fallback, and for users who must avoid io_uring at run time
+  // (a seccomp policy that kills instead of refusing).
+  if (std::string why = probe_disabled(); !why.empty()) return why;
   io_uring ring{};
   const int r = io_uring_queue_init(8, &ring, 0);
   if (r < 0) return std::string("io_uring_setup: ") + std::strerror(-r);
