@@ -19,8 +19,10 @@ namespace ws6455::io::detail {
 namespace {
 
 constexpr int max_events = 256;
-// Accepts per listening-socket wake-up, so a connect storm cannot starve the others.
-constexpr int accepts_per_wake = 64;
+// Accepts per listening-socket wake-up: enough that a loop busy with traffic still
+// empties a connect storm's backlog (each loop iteration may take milliseconds), few
+// enough that it cannot starve the connections already open.
+constexpr int accepts_per_wake = 512;
 // Tags in epoll data for what is not a connection (connections carry their slot).
 constexpr std::uint64_t wake_tag = ~std::uint64_t{0};
 constexpr std::uint64_t listen_tag_base = ~std::uint64_t{0} - 1024;  // + index of the listener

@@ -47,7 +47,7 @@ namespace ws6455::io {
 struct server_options {
   std::string host = "127.0.0.1";  // an IPv4 or IPv6 literal; "0.0.0.0" / "::" for any
   std::uint16_t port = 8080;       // 0: the kernel picks one; see server::port()
-  int backlog = 511;
+  int backlog = 4096;              // the kernel caps it at net.core.somaxconn
   io::backend backend = io::backend::automatic;
   unsigned threads = 1;            // loops, each on its own thread; 0: one per core
   // Frame-layer limits of every connection (config::deflate is set by the negotiation).
