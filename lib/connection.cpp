@@ -77,6 +77,11 @@ struct connection_storage {
   std::vector<std::byte> control;  // a control payload split across feeds
   std::unique_ptr<std::byte[]> out_retired;  // pinned output after a grow (pin_output)
   std::size_t out_retired_size = 0;
+  // With retain_storage: a retired buffer kept for the next grow under a pin, so an
+  // asynchronous writer that always has a send in flight alternates between two
+  // buffers instead of allocating (and faulting in) a new one each time.
+  std::unique_ptr<std::byte[]> out_spare;
+  std::size_t out_spare_size = 0;
   random_source random = nullptr;  // client masking keys, when injected
   void* random_context = nullptr;
 };
@@ -259,6 +264,10 @@ void connection::release_storage() noexcept {
   if (ext_ && ext_->message.empty() && ext_->message.capacity() > idle_message_capacity)
     std::vector<std::byte>().swap(ext_->message);
   if (deflate_ && deflate_->scratch.capacity() > idle_message_capacity) std::vector<std::byte>().swap(deflate_->scratch);
+  if (ext_) {
+    ext_->out_spare.reset();
+    ext_->out_spare_size = 0;
+  }
   // Drained output past write_buffer_size (kept across messages with retain_storage).
   if (out_head_ == out_size_ && out_pinned_ == 0 && out_cap_ > write_buffer_size_) {
     out_.reset();
@@ -270,7 +279,7 @@ std::size_t connection::memory_usage() const noexcept {
   std::size_t n = out_cap_;
   if (ext_)
     n += sizeof(detail::connection_storage) + ext_->message.capacity() + ext_->control.capacity() +
-         ext_->out_retired_size;
+         ext_->out_retired_size + ext_->out_spare_size;
   if (deflate_) n += sizeof(detail::connection_deflate) + deflate_->scratch.capacity();
   return n;
 }
@@ -811,8 +820,18 @@ std::byte* connection::reserve_output(std::size_t n) {
       // Grow from small, doubling: an idle connection that sent a ping holds a few hundred
       // bytes, not write_buffer_size. No zero-fill: every byte is written before it is read.
       const std::size_t doubled = std::min(std::size_t{out_cap_} * 2, 2 * config::max_output_limit);
-      const std::size_t cap = std::max({pending + n, doubled, min_output_capacity});
-      auto grown = std::make_unique_for_overwrite<std::byte[]>(cap);
+      std::size_t cap = std::max({pending + n, doubled, min_output_capacity});
+      std::unique_ptr<std::byte[]> grown;
+      if (out_pinned_ != 0 && ext_ && ext_->out_spare && ext_->out_spare_size >= pending + n) {
+        grown = std::move(ext_->out_spare);  // the other buffer of the pair: no allocation
+        cap = ext_->out_spare_size;
+        ext_->out_spare_size = 0;
+      } else {
+        // Under a pin with retain_storage the buffer was not too small, only not
+        // slidable: a pair of equal buffers does, rather than doubling each time.
+        if (out_pinned_ != 0 && retain_storage_ && pending + n <= out_cap_) cap = out_cap_;
+        grown = std::make_unique_for_overwrite<std::byte[]>(cap);
+      }
       if (pending) std::memcpy(grown.get(), out_.get() + out_head_, pending);
       // Pinned bytes are read from the old storage by a write in flight: keep it (the
       // first one only: a later grow moves a copy nobody reads).
@@ -976,6 +995,10 @@ void connection::consume_output(std::size_t n) noexcept {
   out_head_ += k;
   out_pinned_ -= std::min(k, out_pinned_);
   if (out_pinned_ == 0 && ext_ && ext_->out_retired) {
+    if (retain_storage_ && ext_->out_retired_size > ext_->out_spare_size) {
+      ext_->out_spare = std::move(ext_->out_retired);
+      ext_->out_spare_size = ext_->out_retired_size;
+    }
     ext_->out_retired.reset();
     ext_->out_retired_size = 0;
   }

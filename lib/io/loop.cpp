@@ -206,7 +206,18 @@ std::int64_t loop::next_deadline(const conn& c) const noexcept {
 // Storage worth giving back once the peer is quiet (checked only with the output
 // drained: a pending write keeps it, and its completion re-arms the timer).
 bool loop::holds_idle_storage(const conn& c) const noexcept {
-  return !c.writing && output_size(c) == 0 && c.ws->memory_usage() > opts_.ws.write_buffer_size + idle_storage_slack;
+  if (c.writing || output_size(c) != 0) return false;
+  const std::size_t kept = c.x ? c.x->pending_in.capacity() : 0;
+  return c.ws->memory_usage() + kept > opts_.ws.write_buffer_size + idle_storage_slack;
+}
+
+void loop::release_idle_storage(conn& c) {
+  c.ws->release_storage();
+  if (c.x && c.x->pending_pos == c.x->pending_in.size()) {
+    std::vector<std::byte>().swap(c.x->pending_in);
+    c.x->pending_pos = 0;
+  }
+  trim_extra(c);
 }
 
 // Makes sure the heap wakes us no later than the connection's next deadline. An
@@ -266,7 +277,7 @@ void loop::on_timer(conn& c) {
         mark_dirty(c);
         break;
       }
-      if (holds_idle_storage(c) && now_ >= c.last_rx + release_delay_ms) c.ws->release_storage();
+      if (holds_idle_storage(c) && now_ >= c.last_rx + release_delay_ms) release_idle_storage(c);
       if (opts_.ping_interval > 0 && now_ >= std::max(c.last_rx, c.last_ping) + opts_.ping_interval) {
         // Ignored when the output is full: the idle timeout still bounds a dead peer.
         (void)c.ws->send_ping();
@@ -341,7 +352,10 @@ void loop::begin_linger(conn& c) {
   ::shutdown(c.fd, SHUT_WR);
   c.ph = phase::lingering;
   c.paused = false;
-  if (c.x) c.x->pending_in.clear();
+  if (c.x) {
+    c.x->pending_in.clear();
+    c.x->pending_pos = 0;
+  }
   c.deadline = now_ + opts_.close_timeout;
   arm(c);
 }
@@ -477,7 +491,7 @@ void loop::on_bytes(conn& c, std::span<std::byte> in) {
       if (c.is_client) return on_client_handshake_bytes(c, in);
       return on_server_handshake_bytes(c, in);
     case phase::open:
-      if (c.paused || (c.x && !c.x->pending_in.empty())) {
+      if (c.paused || (c.x && c.x->pending_pos < c.x->pending_in.size())) {
         // Bytes that were on their way when reading paused: kept, fed on resume.
         auto& p = c.extra().pending_in;
         p.insert(p.end(), in.begin(), in.end());
@@ -612,12 +626,14 @@ void loop::on_client_handshake_bytes(conn& c, std::span<std::byte> in) {
 
 // Hands `in` to the frame layer, handling events as they come. Stops (and keeps
 // the rest) when the connection's output passes high_water: reading pauses.
-void loop::feed_frames(conn& c, std::span<std::byte> in) {
+void loop::feed_frames(conn& c, std::span<std::byte> in, bool from_pending) {
   while (!in.empty() && c.ws->want_read()) {
     if (output_size(c) > opts_.high_water) {
-      // Backpressure: keep the unfed bytes (bounded by what was read) and stop reading.
+      // Backpressure: keep the unfed bytes (bounded by what was read) and stop
+      // reading. Kept input is not copied again: only where to resume moves.
       auto& p = c.extra().pending_in;
-      p.insert(p.end(), in.begin(), in.end());
+      if (from_pending) c.x->pending_pos = static_cast<std::size_t>(in.data() - p.data());
+      else p.insert(p.end(), in.begin(), in.end());
       if (!c.paused) ++st_.paused_reads;
       c.paused = true;
       return;
@@ -787,11 +803,16 @@ void loop::service(conn& c) {
     // kept when we paused, which may produce more output (hence the loop).
     if (c.paused && output_size(c) <= opts_.low_water) {
       c.paused = false;
-      if (c.x && !c.x->pending_in.empty()) {
-        std::vector<std::byte> in;
-        in.swap(c.x->pending_in);  // feed_frames may refill pending_in
-        feed_frames(c, in);
+      if (c.x && c.x->pending_pos < c.x->pending_in.size()) {
+        auto& p = c.x->pending_in;
+        const std::span<std::byte> in(p.data() + c.x->pending_pos, p.size() - c.x->pending_pos);
+        c.x->pending_pos = p.size();  // all fed, unless feed_frames pauses again (it sets it)
+        feed_frames(c, in, true);
         if (c.ph != phase::open) return;
+        if (c.x->pending_pos == p.size()) {  // keep the capacity for the next pause
+          p.clear();
+          c.x->pending_pos = 0;
+        }
         continue;
       }
     }
@@ -802,7 +823,7 @@ void loop::service(conn& c) {
   if (c.ph == phase::open) {
     // Storage to give back once the peer is quiet: now, if it already is (a slow
     // write just finished), else by the timer.
-    if (now_ >= c.last_rx + release_delay_ms && holds_idle_storage(c)) c.ws->release_storage();
+    if (now_ >= c.last_rx + release_delay_ms && holds_idle_storage(c)) release_idle_storage(c);
     arm(c);
   }
   trim_extra(c);

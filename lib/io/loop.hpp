@@ -62,13 +62,14 @@ struct conn_extra {
   std::unique_ptr<client_spec> client;
   std::string http_out;  // the handshake's answer (or the client's request), before any frame
   std::size_t http_pos = 0;
-  std::vector<std::byte> pending_in;  // input left unfed when reading paused
+  std::vector<std::byte> pending_in;  // input left unfed when reading paused ...
+  std::size_t pending_pos = 0;        // ... from here (fed in place, never shifted)
   std::string close_reason;
   std::vector<std::string> topics;
   std::vector<shared_frame> shared_out;  // in order; written interleaved with the own output
 
   bool idle() const noexcept {
-    return !server_hs && !client_hs && !client && http_out.empty() && pending_in.empty() &&
+    return !server_hs && !client_hs && !client && http_out.empty() && pending_in.capacity() == 0 &&
            close_reason.empty() && topics.empty() && shared_out.empty();
   }
 };
@@ -197,6 +198,7 @@ class loop {
   void resume_accepting();
   std::int64_t next_deadline(const conn& c) const noexcept;
   bool holds_idle_storage(const conn& c) const noexcept;
+  void release_idle_storage(conn& c);
   void arm(conn& c);
   void note_closing(conn& c);
   void run_timers();
@@ -207,7 +209,7 @@ class loop {
   void accept_upgrade(conn& c);
   void enter_http_reply(conn& c);
   void fail_client(conn& c, std::string reason);
-  void feed_frames(conn& c, std::span<std::byte> in);
+  void feed_frames(conn& c, std::span<std::byte> in, bool from_pending = false);
   void dispatch(conn& c, const event& ev);
   bool flush(conn& c);
   int gather(conn& c, iovec* iov, int max_iov);
