@@ -17,6 +17,7 @@
 #include "io/backend.hpp"
 #include "io/slab.hpp"
 #include "io/timers.hpp"
+#include "io/tls.hpp"
 #include "ws6455/connection.hpp"
 #include "ws6455/handshake.hpp"
 #include "ws6455/io/client.hpp"
@@ -24,9 +25,6 @@
 #include "ws6455/permessage_deflate.hpp"
 
 namespace ws6455::io::detail {
-
-class tls_context;  // io/tls.hpp
-class tls_session;
 
 enum class phase : std::uint8_t {
   free,        // an unused slot
@@ -268,8 +266,8 @@ class loop {
   // connection does not grow), decrypted input and small pieces to encrypt.
   std::shared_ptr<tls_context> tls_ctx_;
   std::vector<std::unique_ptr<tls_session>> tls_;
-  std::vector<std::byte> tls_plain_;
-  std::vector<std::byte> tls_stage_;
+  byte_buffer tls_plain_;
+  byte_buffer tls_stage_;
   std::int64_t tls_log_at_[2] = {0, 0};  // by kind: 0 plain HTTP, 1 handshake failures
   unsigned tls_log_skipped_[2] = {0, 0};
 

@@ -257,7 +257,7 @@ void tls_session::start() {
   }
 }
 
-tls_session::status tls_session::feed(std::span<const std::byte> in, std::vector<std::byte>& plain) {
+tls_session::status tls_session::feed(std::span<const std::byte> in, byte_buffer& plain) {
   if (failed_) return status::failed;
   started_ = true;
   BIO* rb = SSL_get_rbio(ssl_);
@@ -351,7 +351,7 @@ void tls_session::consume(std::size_t n) noexcept {
 bool tls_session::holds_storage() const noexcept { return out_.capacity() > keep_capacity; }
 
 void tls_session::trim() {
-  if (out_pos_ == out_.size() && out_.capacity() > keep_capacity) std::vector<std::byte>().swap(out_), out_pos_ = 0;
+  if (out_pos_ == out_.size() && out_.capacity() > keep_capacity) byte_buffer().swap(out_), out_pos_ = 0;
   // The memory BIOs keep their largest size: replaced by fresh ones when empty.
   BUF_MEM* bm = nullptr;
   BIO* wb = SSL_get_wbio(ssl_);

@@ -16,6 +16,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ws6455/expected.hpp"
@@ -25,6 +26,24 @@ typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
 
 namespace ws6455::io::detail {
+
+// A byte vector whose resize() does not zero what OpenSSL is about to overwrite.
+template <class T>
+struct uninit_allocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = uninit_allocator<U>;
+  };
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+using byte_buffer = std::vector<std::byte, uninit_allocator<std::byte>>;
 
 // The certificates (server) or the trust settings (client) that new sessions are
 // made from. Shared by every loop of an endpoint; thread-safe.
@@ -79,7 +98,7 @@ class tls_session {
   enum class status : std::uint8_t { ok, peer_closed, failed };
   // Takes ciphertext; appends the plaintext it yields to `plain` (handshake
   // messages and alerts are queued for writing). failed: error() says why.
-  status feed(std::span<const std::byte> in, std::vector<std::byte>& plain);
+  status feed(std::span<const std::byte> in, byte_buffer& plain);
   // Whether plaintext may be encrypted now (the handshake finished).
   bool established() const noexcept { return established_; }
   bool failed() const noexcept { return failed_; }
@@ -118,7 +137,7 @@ class tls_session {
   bool failed_ = false;
   bool started_ = false;
   bool shutdown_sent_ = false;
-  std::vector<std::byte> out_;
+  byte_buffer out_;
   std::size_t out_pos_ = 0;
   std::string error_;
 };
