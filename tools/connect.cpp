@@ -1,7 +1,8 @@
 // ws6455 connect: a wscat-like client on the client adapter (lib/io). Each stdin
 // line goes out as a text message; each message received is printed on its own
 // line. --echo sends every message back instead (the mode conformance suites use
-// to test a client). ws:// only.
+// to test a client). ws:// and wss:// (TLS, verified against the system CA store
+// or --ca FILE).
 #include <poll.h>
 #include <unistd.h>
 
@@ -22,9 +23,11 @@ namespace ws6455::tools {
 namespace {
 
 constexpr const char* connect_usage =
-    "usage: ws6455 connect ws://HOST[:PORT]/PATH [--protocol P]... [--header 'Name: value']...\n"
+    "usage: ws6455 connect ws[s]://HOST[:PORT]/PATH [--protocol P]... [--header 'Name: value']...\n"
     "                      [--deflate] [--close-after-stdin] [--echo] [--max-message N]\n"
-    "                      [--backend auto|epoll|io_uring]\n"
+    "                      [--backend auto|epoll|io_uring] [--ca FILE] [--insecure]\n"
+    "  wss://: the server's certificate is checked against the system CA store (or --ca FILE,\n"
+    "    PEM) and the URL's host name; --insecure skips both (tests only).\n"
     "  stdin lines are sent as text messages; received text is printed one message a line,\n"
     "  binary as '<< binary HEX', the peer's close as '<< close CODE REASON'.\n"
     "  --close-after-stdin: at the end of stdin, close (1000) and wait for the server.\n"
@@ -179,6 +182,8 @@ int connect_main(int argc, char** argv) {
   bool echo = false;
   io::backend backend_choice = io::backend::automatic;
   config cfg;
+  std::string ca_file;
+  bool insecure = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (auto v = option_value(argc, argv, i, "--protocol")) {
@@ -203,6 +208,10 @@ int connect_main(int argc, char** argv) {
       cfg.max_message_size = *n;
     } else if (arg == "--deflate") {
       deflate = true;
+    } else if (auto v = option_value(argc, argv, i, "--ca")) {
+      ca_file = std::string(*v);
+    } else if (arg == "--insecure") {
+      insecure = true;
     } else if (arg == "--close-after-stdin") {
       close_after_stdin = true;
     } else if (arg == "--echo") {
@@ -228,10 +237,6 @@ int connect_main(int argc, char** argv) {
     std::fprintf(stderr, "ws6455 connect: %s\n", url.error().c_str());
     return 2;
   }
-  if (url->secure) {
-    std::fprintf(stderr, "ws6455 connect: wss:// is not supported (this tool has no TLS); use ws://\n");
-    return 2;
-  }
   client_handshake hs(*url, hs_opts);  // only to refuse bad options before connecting
   if (hs.state() == handshake_state::failed) {
     std::fprintf(stderr, "ws6455 connect: %.*s\n", static_cast<int>(hs.reason().size()), hs.reason().data());
@@ -242,6 +247,8 @@ int connect_main(int argc, char** argv) {
   copts.ws = cfg;
   copts.deflate = deflate;
   copts.backend = backend_choice;
+  copts.ca_file = ca_file;
+  copts.insecure = insecure;
   app handler(echo);
   io::client cl(copts, handler);
   handler.client = &cl;

@@ -1,10 +1,16 @@
 // ws6455 serve: an echo or chat server over the socket adapters (epoll or
 // io_uring, one loop per thread), with a small browser page at GET /.
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -20,6 +26,7 @@ constexpr const char* serve_usage =
     "                    [--protocols a,b,... | --accept-any-protocol]\n"
     "                    [--max-message N] [--idle-timeout S] [--ping-interval S]\n"
     "                    [--handshake-timeout S] [--close-timeout S]\n"
+    "                    [--tls-cert FILE --tls-key FILE]\n"
     "  echo: every text or binary message is sent back (any path)\n"
     "  chat: ws://HOST:PORT/chat/ROOM (or /?room=ROOM; default room 'lobby'): messages go to the room\n"
     "  GET or HEAD / without an upgrade answers a test page; other plain requests get 404.\n"
@@ -31,7 +38,10 @@ constexpr const char* serve_usage =
     "    output refused past 128 MiB per connection (then closed with 1008); reading a\n"
     "    connection pauses above 512 KiB of pending output.\n"
     "  Timeouts in seconds (fractions allowed; 0 disables idle and ping); defaults: handshake 10,\n"
-    "    idle 120, ping 30, close 5. SIGINT/SIGTERM: close 1001, exit 0.\n";
+    "    idle 120, ping 30, close 5. SIGINT/SIGTERM: close 1001, exit 0.\n"
+    "  --tls-cert/--tls-key: serve wss:// and https:// (PEM certificate chain and key; TLS 1.2\n"
+    "    and 1.3, user space). SIGHUP reads them again: new connections get the new certificate,\n"
+    "    open ones stay.\n";
 
 // The test page: connects back to the server it came from. @PATH@ is the default path.
 constexpr const char* page_template = R"html(<!doctype html>
@@ -145,6 +155,27 @@ extern "C" void on_stop_signal(int) {
   if (g_server) g_server->request_stop();  // eventfd writes: async-signal-safe
 }
 
+// SIGHUP: the handler only writes a byte to a pipe (async-signal-safe); a thread
+// reads it and reloads the certificate (OpenSSL is not signal-safe).
+int g_hup_pipe[2] = {-1, -1};
+extern "C" void on_hup_signal(int) {
+  const char b = 'h';
+  const ssize_t r = ::write(g_hup_pipe[1], &b, 1);
+  (void)r;
+}
+
+void reload_thread(io::server& server, const std::atomic<bool>& quit) {
+  while (!quit) {
+    pollfd p{g_hup_pipe[0], POLLIN, 0};
+    if (poll(&p, 1, 200) <= 0) continue;  // wakes to notice `quit`
+    char buf[64];
+    if (::read(g_hup_pipe[0], buf, sizeof buf) <= 0) continue;
+    const std::string why = server.reload_tls();
+    if (why.empty()) std::fprintf(stderr, "ws6455 serve: SIGHUP: certificate reloaded\n");
+    else std::fprintf(stderr, "ws6455 serve: SIGHUP: reload failed, the old certificate stays: %s\n", why.c_str());
+  }
+}
+
 std::optional<std::chrono::milliseconds> parse_seconds(std::string_view s) {
   const std::string str(s);
   char* end = nullptr;
@@ -214,6 +245,10 @@ int serve_main(int argc, char** argv) {
       opts.ws.max_message_size = *n;
       opts.ws.max_frame_size = std::min(opts.ws.max_frame_size, *n);
       opts.ws.max_write_buffer_size = std::max<std::size_t>(opts.ws.max_write_buffer_size, 2 * *n + 64);
+    } else if (auto v = option_value(argc, argv, i, "--tls-cert")) {
+      opts.tls.cert_file = std::string(*v);
+    } else if (auto v = option_value(argc, argv, i, "--tls-key")) {
+      opts.tls.key_file = std::string(*v);
     } else if (seconds("--idle-timeout", opts.idle_timeout) || seconds("--ping-interval", opts.ping_interval) ||
                seconds("--handshake-timeout", opts.handshake_timeout) ||
                seconds("--close-timeout", opts.close_timeout)) {
@@ -229,6 +264,12 @@ int serve_main(int argc, char** argv) {
     std::fprintf(stderr, "ws6455 serve: handshake and close timeouts must be positive\n");
     return 2;
   }
+
+  if (opts.tls.cert_file.empty() != opts.tls.key_file.empty()) {
+    std::fprintf(stderr, "ws6455 serve: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
+  const bool tls = !opts.tls.cert_file.empty();
 
   app handler(chat, make_page(chat), std::move(protocols));
   io::server server(opts, handler);
@@ -247,12 +288,28 @@ int serve_main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);  // sendmsg uses MSG_NOSIGNAL; this is belt and braces
 
   const bool v6 = opts.host.find(':') != std::string::npos;
-  std::fprintf(stderr, "ws6455 serve: %s, %u loop%s\n", std::string(io::to_string(server.active_backend())).c_str(),
-               server.threads(), server.threads() == 1 ? "" : "s");
-  std::printf("listening on ws://%s%s%s:%u/\n", v6 ? "[" : "", opts.host.c_str(), v6 ? "]" : "", *port);
+  std::fprintf(stderr, "ws6455 serve: %s, %u loop%s%s\n", std::string(io::to_string(server.active_backend())).c_str(),
+               server.threads(), server.threads() == 1 ? "" : "s",
+               tls ? ", user-space TLS (kernel TLS is not implemented)" : "");
+  std::atomic<bool> quit_reload{false};
+  std::thread reloader;
+  if (tls && pipe2(g_hup_pipe, O_CLOEXEC | O_NONBLOCK) == 0) {
+    struct sigaction hup {};
+    hup.sa_handler = on_hup_signal;
+    sigemptyset(&hup.sa_mask);
+    hup.sa_flags = SA_RESTART;
+    sigaction(SIGHUP, &hup, nullptr);
+    reloader = std::thread(reload_thread, std::ref(server), std::cref(quit_reload));
+  }
+  std::printf("listening on %s://%s%s%s:%u/\n", tls ? "wss" : "ws", v6 ? "[" : "", opts.host.c_str(), v6 ? "]" : "",
+              *port);
   std::fflush(stdout);
   const int rc = server.run();
   g_server = nullptr;
+  if (reloader.joinable()) {
+    quit_reload = true;
+    reloader.join();
+  }
   if (rc != 0) {
     std::fprintf(stderr, "ws6455 serve: the event loop failed: %s\n", std::strerror(errno));
     return 1;

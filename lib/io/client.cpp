@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "io/endpoint.hpp"
+#include "io/tls.hpp"
 #include "ws6455/url.hpp"
 
 namespace ws6455::io {
@@ -50,9 +51,15 @@ expected<conn_id, std::string> client::connect(std::string_view url_text, const 
   }
   auto url = parse_ws_url(url_text);
   if (!url) return unexpected<std::string>{url.error()};
-  if (url->secure) return unexpected<std::string>{"wss:// (TLS) is not supported yet; use ws://"};
+  if (url->secure && !l.has_tls()) {
+    // One context for every wss:// connection of this client (CA store, verification).
+    auto ctx = detail::tls_context::make_client(s.opts.ca_file, s.opts.insecure);
+    if (!ctx) return unexpected<std::string>{"TLS: " + ctx.error()};
+    l.set_tls(std::move(*ctx));
+  }
   auto spec = std::make_unique<detail::client_spec>();
   spec->url = *url;
+  spec->tls = url->secure;
   spec->handshake = handshake;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;

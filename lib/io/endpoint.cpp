@@ -81,8 +81,18 @@ io_stats endpoint::stats() const noexcept {
     s.upgraded += k.upgraded.load(std::memory_order_relaxed);
     s.broadcast_dropped += k.broadcast_dropped.load(std::memory_order_relaxed);
     s.paused_reads += k.paused_reads.load(std::memory_order_relaxed);
+    s.tls += k.tls.load(std::memory_order_relaxed);
+    s.tls_handshakes += k.tls_handshakes.load(std::memory_order_relaxed);
+    s.tls_failures += k.tls_failures.load(std::memory_order_relaxed);
   }
   return s;
+}
+
+std::string_view endpoint::transport(conn_id id) const noexcept {
+  detail::loop* l = impl_ ? impl_->loop_for(id) : nullptr;
+  const detail::conn* c = l ? l->lookup(id) : nullptr;
+  if (!c) return {};
+  return c->tls ? "user-space TLS" : "tcp";  // kernel TLS is not implemented
 }
 
 backend endpoint::active_backend() const noexcept {

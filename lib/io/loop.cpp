@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "handshake/head_parser.hpp"
+#include "io/tls.hpp"
 
 namespace ws6455::io::detail {
 
@@ -115,6 +116,8 @@ std::string loop::start_backend(io::backend wanted, std::string* fallback_note) 
   return {};
 }
 
+void loop::set_tls(std::shared_ptr<tls_context> ctx) { tls_ctx_ = std::move(ctx); }
+
 io::backend loop::kind() const noexcept { return be_ ? be_->kind() : io::backend::automatic; }
 
 void loop::add_listener(int fd) {
@@ -158,6 +161,7 @@ std::size_t loop::output_size(const conn& c) const noexcept {
     n += c.x->http_out.size() - c.x->http_pos;
     for (const auto& f : c.x->shared_out) n += f.msg->bytes().size() - f.sent;
   }
+  if (c.tls) n += tls_[c.slot]->pending_bytes();  // encrypted, not yet written
   return n;
 }
 
@@ -208,7 +212,8 @@ std::int64_t loop::next_deadline(const conn& c) const noexcept {
 bool loop::holds_idle_storage(const conn& c) const noexcept {
   if (c.writing || output_size(c) != 0) return false;
   const std::size_t kept = c.x ? c.x->pending_in.capacity() : 0;
-  return c.ws->memory_usage() + kept > opts_.ws.write_buffer_size + idle_storage_slack;
+  return c.ws->memory_usage() + kept > opts_.ws.write_buffer_size + idle_storage_slack ||
+         (c.tls && tls_[c.slot]->holds_storage());
 }
 
 void loop::release_idle_storage(conn& c) {
@@ -217,6 +222,7 @@ void loop::release_idle_storage(conn& c) {
     std::vector<std::byte>().swap(c.x->pending_in);
     c.x->pending_pos = 0;
   }
+  if (c.tls) tls_[c.slot]->trim();
   trim_extra(c);
 }
 
@@ -340,6 +346,11 @@ void loop::free_slot(conn& c) {
   c.ws.reset();
   c.close_code = 1006;
   c.user = nullptr;
+  if (c.tls) {  // only now: an io_uring send may have read its ciphertext until the slot drained
+    tls_[c.slot].reset();
+    c.tls = false;
+    --st_.tls;
+  }
   // A stale id left in the dirty list no longer matches: the dirty pass skips it.
   free_slots_.push_back(c.slot);
   if (listening_paused_ && !stopping_ && accept_resume_at_ == no_deadline) resume_accepting();
@@ -393,6 +404,7 @@ void loop::on_accept(int fd) {
   const int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   conn& c = new_conn(fd, phase::handshake);
+  if (tls_ctx_ && !tls_attach(c, {})) return destroy(c);
   c.extra().server_hs = std::make_unique<server_handshake>(opts_.limits);
   c.deadline = now_ + opts_.handshake_timeout;
   ++st_.accepted;
@@ -462,6 +474,7 @@ void loop::on_connected(conn& c, int err) {
   x.client_hs = std::make_unique<client_handshake>(s.url, hs_opts);
   if (x.client_hs->state() == handshake_state::failed)
     return fail_client(c, std::string(x.client_hs->reason()));
+  if (s.tls && !c.tls && !tls_attach(c, s.url.host)) return;  // the request is written once TLS is up
   x.http_out.assign(x.client_hs->request());
   x.http_pos = 0;
   c.ph = phase::handshake;
@@ -485,6 +498,11 @@ void loop::fail_client(conn& c, std::string reason) {
 
 void loop::on_bytes(conn& c, std::span<std::byte> in) {
   if (in.empty()) return;
+  if (c.tls) return tls_input(c, in);
+  on_plain_bytes(c, in);
+}
+
+void loop::on_plain_bytes(conn& c, std::span<std::byte> in) {
   c.last_rx = now_;
   switch (c.ph) {
     case phase::handshake:
@@ -705,6 +723,7 @@ int loop::gather(conn& c, iovec* iov, int max_iov) {
 // Writes what is pending until done, blocked or in flight. Returns false when the
 // connection was destroyed.
 bool loop::flush(conn& c) {
+  if (c.tls) return flush_tls(c);
   while (!c.writing) {
     iovec iov[16];
     const int n = gather(c, iov, 16);
@@ -769,7 +788,8 @@ void loop::on_write_done(conn& c, ssize_t result) {
   c.writing = false;
   if (c.ph == phase::draining) return;
   if (result < 0) return on_transport_error(c);
-  consume(c, static_cast<std::size_t>(result));
+  if (c.tls) tls_[c.slot]->consume(static_cast<std::size_t>(result));  // ciphertext went out
+  else consume(c, static_cast<std::size_t>(result));
   mark_dirty(c);
 }
 
@@ -789,13 +809,16 @@ void loop::service(conn& c) {
   for (int round = 0; round < 64; ++round) {
     if (!flush(c)) return;
     if (c.ph == phase::http_reply) {
-      if (output_size(c) == 0) begin_linger(c);
+      if (output_size(c) != 0) break;
+      if (tls_close_notify(c)) continue;  // written before the FIN
+      begin_linger(c);
       break;
     }
     if (c.ph != phase::open) break;
     connection& ws = *c.ws;
     if (ws.state() != connection_state::open) note_closing(c);
     if (ws.should_close_transport() && !c.writing && output_size(c) == 0) {
+      if (tls_close_notify(c)) continue;  // written before the FIN
       begin_linger(c);
       break;
     }

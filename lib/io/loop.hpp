@@ -17,6 +17,7 @@
 #include "io/backend.hpp"
 #include "io/slab.hpp"
 #include "io/timers.hpp"
+#include "io/tls.hpp"
 #include "ws6455/connection.hpp"
 #include "ws6455/handshake.hpp"
 #include "ws6455/io/client.hpp"
@@ -43,6 +44,7 @@ struct client_spec {
   std::vector<socklen_t> addr_lens;
   std::size_t next_addr = 0;
   std::string last_error;
+  bool tls = false;  // wss://: a TLS session (SNI and verification from url.host)
 };
 
 // A prepared frame queued by reference (broadcast, publish): written from the
@@ -92,6 +94,7 @@ struct conn {
   bool closing_seen : 1 = false;  // the close timer runs
   bool writing : 1 = false;       // a write is in flight (io_uring) or waits for EPOLLOUT
   bool reading : 1 = false;       // what the driver last asked the backend for
+  bool tls : 1 = false;           // bytes go through a tls_session (the loop's tls_[slot])
   std::int64_t last_rx = 0;
   std::int64_t last_ping = 0;
   std::int64_t deadline = 0;                   // connect, handshake, close and linger deadlines
@@ -129,6 +132,8 @@ struct loop_options {
 struct loop_counters {
   std::atomic<std::size_t> connections{0};
   std::atomic<std::uint64_t> accepted{0}, connected{0}, upgraded{0}, broadcast_dropped{0}, paused_reads{0};
+  std::atomic<std::size_t> tls{0};
+  std::atomic<std::uint64_t> tls_handshakes{0}, tls_failures{0};
 };
 
 class loop;
@@ -149,6 +154,10 @@ class loop {
   bool has_backend() const noexcept { return be_ != nullptr; }
   io::backend kind() const noexcept;
   void add_listener(int fd);  // owned by the loop from now on
+  // TLS: server loops make every accepted connection a TLS one; client loops use it
+  // for wss:// connections. Before run() (or on the loop thread).
+  void set_tls(std::shared_ptr<tls_context> ctx);
+  bool has_tls() const noexcept { return tls_ctx_ != nullptr; }
   // Runs until the graceful stop completed (or, with exit_when_idle, no connection
   // is left). Returns 0, or -1 if the backend failed.
   int run();
@@ -210,6 +219,15 @@ class loop {
   void enter_http_reply(conn& c);
   void fail_client(conn& c, std::string reason);
   void feed_frames(conn& c, std::span<std::byte> in, bool from_pending = false);
+  void on_plain_bytes(conn& c, std::span<std::byte> in);
+  // TLS hooks (the session sits between the backend's bytes and the above).
+  bool tls_attach(conn& c, std::string_view host);
+  void tls_input(conn& c, std::span<std::byte> in);
+  void tls_failed(conn& c);
+  void tls_plain_http(conn& c);
+  bool flush_tls(conn& c);
+  bool tls_close_notify(conn& c);
+  void tls_log(int kind, const std::string& line);
   void dispatch(conn& c, const event& ev);
   bool flush(conn& c);
   int gather(conn& c, iovec* iov, int max_iov);
@@ -245,8 +263,20 @@ class loop {
   loop_counters st_;
   std::unordered_map<std::string, std::vector<conn_id>> topics_;
 
+  // TLS: the context, sessions by slot (only TLS connections have one: a plain
+  // connection does not grow), decrypted input and small pieces to encrypt.
+  std::shared_ptr<tls_context> tls_ctx_;
+  std::vector<std::unique_ptr<tls_session>> tls_;
+  byte_buffer tls_plain_;
+  byte_buffer tls_stage_;
+  std::int64_t tls_log_at_[2] = {0, 0};  // by kind: 0 plain HTTP, 1 handshake failures
+  unsigned tls_log_skipped_[2] = {0, 0};
+
   std::mutex posted_mu_;
   std::vector<std::function<void()>> posted_;
+
+ public:
+  tls_session* tls_of(const conn& c) const noexcept { return c.tls ? tls_[c.slot].get() : nullptr; }
 };
 
 }  // namespace ws6455::io::detail

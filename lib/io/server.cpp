@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "io/endpoint.hpp"
+#include "io/tls.hpp"
 
 namespace ws6455::io {
 
@@ -21,6 +22,7 @@ struct server_state : endpoint::impl {
   server_options opts;
   handler* app = nullptr;
   std::uint16_t bound_port = 0;
+  std::shared_ptr<detail::tls_context> tls;
 };
 
 server_state& state(endpoint::impl* p) { return *static_cast<server_state*>(p); }
@@ -67,6 +69,13 @@ expected<std::uint16_t, std::string> server::listen() {
       std::fprintf(stderr, "ws6455: io_uring unavailable (%s); using epoll\n", why.c_str());
       s.wanted = backend::epoll;
     }
+  }
+  if (!s.opts.tls.cert_file.empty() || !s.opts.tls.key_file.empty()) {
+    // Before binding: a missing or mismatched certificate is said before serving.
+    auto ctx = detail::tls_context::make_server(s.opts.tls);
+    if (!ctx) return unexpected<std::string>{"TLS: " + ctx.error()};
+    s.tls = std::move(*ctx);
+    for (auto& l : s.loops) l->set_tls(s.tls);
   }
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
@@ -127,6 +136,12 @@ int server::run() {
   for (int r : results)
     if (r != 0) return -1;
   return 0;
+}
+
+std::string server::reload_tls() {
+  server_state& s = state(impl_);
+  if (!s.tls) return "this server has no TLS";
+  return s.tls->reload();
 }
 
 void server::request_stop() noexcept {

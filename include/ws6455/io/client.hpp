@@ -40,6 +40,10 @@ struct client_options {
   // run() returns once no connection is left (a tool's single connection closed).
   // false: it runs until request_stop().
   bool exit_when_idle = true;
+  // wss://: the certificate is verified against the system CA store (or ca_file, PEM)
+  // and the URL's host name (RFC 6125). insecure skips both: for tests only.
+  std::string ca_file;
+  bool insecure = false;
 };
 
 class client_handler {
@@ -62,9 +66,10 @@ class client : public endpoint {
   client(client_options options, client_handler& h);
   ~client();
 
-  // Starts a connection to a ws:// URL (names are resolved with getaddrinfo, which
-  // blocks). A bad URL or an unresolvable name is an error here; everything later
-  // (refused, timed out, non-101) reaches on_close.
+  // Starts a connection to a ws:// or wss:// URL (names are resolved with getaddrinfo, which
+  // blocks). A bad URL, an unresolvable name or an unreadable ca_file is an error
+  // here; everything later (refused, timed out, TLS failures such as "certificate
+  // verify failed: Hostname mismatch", non-101) reaches on_close.
   expected<conn_id, std::string> connect(std::string_view url, const ws6455::client_options& handshake = {});
 
   // Runs the loop: until request_stop() completed a graceful stop (1000 to every

@@ -35,6 +35,12 @@ struct io_stats {
   std::uint64_t upgraded = 0;       // WebSocket connections opened
   std::uint64_t broadcast_dropped = 0;  // broadcast copies skipped for slow consumers
   std::uint64_t paused_reads = 0;   // times a connection stopped being read (backpressure)
+  // wss://: TLS runs in user space (OpenSSL over memory buffers); kernel TLS is not
+  // implemented, so ktls is always 0.
+  std::size_t tls = 0;              // open TLS connections
+  std::uint64_t tls_handshakes = 0;  // TLS handshakes completed
+  std::uint64_t tls_failures = 0;    // TLS connections that failed (alerts, bad records, verification)
+  std::size_t ktls = 0;             // connections whose records the kernel encrypts: always 0
 };
 
 // Sending to one connection, from the thread of the loop that owns it (inside a
@@ -63,6 +69,8 @@ class endpoint {
   io_stats stats() const noexcept;
   // The backend in use (never automatic once listen()/connect() ran).
   backend active_backend() const noexcept;
+  // How the connection's bytes are carried: "tcp", "user-space TLS", or "" when unknown.
+  std::string_view transport(conn_id id) const noexcept;
 
   struct impl;  // lib/io/endpoint.hpp
 

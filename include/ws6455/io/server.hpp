@@ -31,6 +31,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,6 +44,22 @@
 #include "ws6455/permessage_deflate.hpp"
 
 namespace ws6455::io {
+
+// wss:// (TLS 1.2 and 1.3, user space, OpenSSL). Files are PEM.
+struct tls_certificate {
+  std::string cert_file;  // the certificate chain: leaf first, then intermediates
+  std::string key_file;
+};
+struct server_tls_options {
+  std::string cert_file;  // both empty: plain ws://
+  std::string key_file;
+  // More certificates, chosen by the name the client asks for (SNI, RFC 6066 §3):
+  // select_certificate(name) returns an index into sni_certificates, or -1 for the
+  // default. Without it, the first certificate whose names match (RFC 6125) wins.
+  // Called on a loop thread, during a handshake.
+  std::vector<tls_certificate> sni_certificates;
+  std::function<int(std::string_view server_name)> select_certificate;
+};
 
 struct server_options {
   std::string host = "127.0.0.1";  // an IPv4 or IPv6 literal; "0.0.0.0" / "::" for any
@@ -63,6 +80,7 @@ struct server_options {
   std::size_t high_water = 512u << 10;  // pending output above which a connection is not read
   std::size_t low_water = 128u << 10;   // ... until it drained to this
   std::size_t max_connections = 100'000;  // per loop: accepting pauses at this count
+  server_tls_options tls;  // cert_file and key_file set: every connection is TLS (wss://)
 };
 
 // What handler::on_open decides for an upgrade request. Accepts by default.
@@ -124,6 +142,11 @@ class server : public endpoint {
   // either finished the close handshake or hit close_timeout. Returns 0, or -1 if a
   // loop could not run (its reason on stderr).
   int run();
+  // TLS: reads the certificate and key files again (after listen(); from any
+  // thread, not from a signal handler). New handshakes use them; open connections
+  // keep the certificate they started with. Returns why it failed (the old
+  // certificates stay in use), or an empty string.
+  std::string reload_tls();
   // Starts the graceful stop of every loop: async-signal-safe, from any thread.
   void request_stop() noexcept;
   void stop() noexcept { request_stop(); }

@@ -1,0 +1,176 @@
+// The driver's TLS hooks (wss://): a tls_session between the backend's bytes and
+// the driver's plaintext paths in loop.cpp.
+//
+//   read:  ciphertext -> tls_session::feed -> on_plain_bytes (the loop's scratch buffer)
+//   write: gather() the plaintext pieces -> encrypt them -> consume them at once;
+//          the backend writes the session's ciphertext, consumed on completion
+//   close: close_notify before the FIN (service() asks tls_close_notify first)
+//
+// The TLS handshake runs inside the driver's handshake phase, so handshake_timeout
+// bounds it: a client that stalls or trickles a byte a second is dropped.
+#include <cstdio>
+#include <string>
+
+#include "io/loop.hpp"
+#include "io/tls.hpp"
+
+namespace ws6455::io::detail {
+
+namespace {
+// Plaintext encrypted per write, so the ciphertext waiting for the socket stays bounded.
+constexpr std::size_t encrypt_chunk = 256u << 10;
+// Pieces smaller than this are copied together and encrypted as one record run:
+// fewer records (each costs a header, a tag and a cipher call) for small frames.
+constexpr std::size_t coalesce_below = 16u << 10;
+}  // namespace
+
+bool loop::tls_attach(conn& c, std::string_view host) {
+  std::string why;
+  auto s = tls_session::make(*tls_ctx_, host, &why);
+  if (!s) {
+    ++st_.tls_failures;
+    if (c.is_client) fail_client(c, "TLS: " + why);
+    else tls_log(1, "cannot start a TLS session: " + why);
+    return false;
+  }
+  if (tls_.size() <= c.slot) tls_.resize(c.slot + 1);
+  tls_[c.slot] = std::move(s);
+  c.tls = true;
+  ++st_.tls;
+  if (c.is_client) mark_dirty(c);  // the ClientHello goes out first
+  return true;
+}
+
+// Stderr, at most one line a second per kind and loop: a scan of the TLS port must
+// not flood the log.
+void loop::tls_log(int kind, const std::string& line) {
+  if (now_ < tls_log_at_[kind]) {
+    ++tls_log_skipped_[kind];
+    return;
+  }
+  if (tls_log_skipped_[kind])
+    std::fprintf(stderr, "ws6455: TLS: %s (and %u more like it since the last such line)\n", line.c_str(),
+                 tls_log_skipped_[kind]);
+  else
+    std::fprintf(stderr, "ws6455: TLS: %s\n", line.c_str());
+  tls_log_at_[kind] = now_ + 1000;
+  tls_log_skipped_[kind] = 0;
+}
+
+void loop::tls_input(conn& c, std::span<std::byte> in) {
+  tls_session& t = *tls_[c.slot];
+  c.last_rx = now_;
+  if (c.ph != phase::handshake && c.ph != phase::open) return;  // lingering: dropped
+  // A plain HTTP request on the TLS port: answered in plain text and closed. A TLS
+  // connection starts with a handshake record (content type 22, RFC 8446 §5.1).
+  if (!c.is_client && !t.started() && c.ph == phase::handshake && looks_like_http(in)) return tls_plain_http(c);
+  const bool was = t.established();
+  tls_plain_.clear();
+  const auto st = t.feed(in, tls_plain_);
+  if (!was && t.established()) ++st_.tls_handshakes;
+  mark_dirty(c);  // handshake messages, tickets, alerts to write
+  if (st == tls_session::status::failed) return tls_failed(c);
+  if (!tls_plain_.empty()) {
+    on_plain_bytes(c, tls_plain_);
+    if (c.ph == phase::free || c.ph == phase::draining) return;
+  }
+  if (st == tls_session::status::peer_closed) on_eof(c);  // close_notify: no more input
+}
+
+// An alert, a bad or truncated record, a failed verification: a transport failure
+// (1006 to the application), never more.
+void loop::tls_failed(conn& c) {
+  tls_session& t = *tls_[c.slot];
+  ++st_.tls_failures;
+  if (c.is_client) {
+    if (c.ph == phase::handshake) return fail_client(c, "TLS: " + t.error());
+    c.extra().close_reason = "TLS: " + t.error();
+    return destroy(c);
+  }
+  if (c.ph == phase::handshake) {
+    tls_log(1, "handshake failed: " + t.error());
+    // The alert OpenSSL queued goes out, then FIN (bounded by close_timeout).
+    c.x->http_out.clear();
+    return enter_http_reply(c);
+  }
+  destroy(c);
+}
+
+void loop::tls_plain_http(conn& c) {
+  tls_log(0, "a plain HTTP request on the TLS port: answered 400 and closed (use https:// or wss://)");
+  tls_[c.slot].reset();
+  c.tls = false;
+  --st_.tls;
+  static constexpr std::string_view body = "This port speaks TLS: use https:// or wss://\n";
+  std::string& out = c.x->http_out;
+  out = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ";
+  out += std::to_string(body.size());
+  out += "\r\nConnection: close\r\n\r\n";
+  out += body;
+  c.x->http_pos = 0;
+  enter_http_reply(c);
+  mark_dirty(c);
+}
+
+// flush() for a TLS connection: encrypt what is queued (in order, as gather() gives
+// it) and write the ciphertext. The ciphertext buffer is only refilled here, with
+// no write in flight, so an io_uring send always reads stable memory.
+bool loop::flush_tls(conn& c) {
+  tls_session& t = *tls_[c.slot];
+  while (!c.writing) {
+    if (!t.failed()) {
+      if (c.is_client && !t.started()) t.start();
+      if (t.established() && t.pending().size() < encrypt_chunk) {
+        iovec iov[16];
+        const int n = gather(c, iov, 16);
+        std::size_t taken = 0;
+        tls_stage_.clear();
+        bool ok = true;
+        for (int i = 0; i < n && taken < encrypt_chunk && ok; ++i) {
+          const std::size_t len = std::min(iov[i].iov_len, encrypt_chunk - taken);
+          const std::span<const std::byte> piece(static_cast<const std::byte*>(iov[i].iov_base), len);
+          taken += len;
+          if (len < coalesce_below) {
+            tls_stage_.insert(tls_stage_.end(), piece.begin(), piece.end());
+            continue;
+          }
+          if (!tls_stage_.empty()) {
+            ok = t.encrypt(tls_stage_);
+            tls_stage_.clear();
+          }
+          ok = ok && t.encrypt(piece);
+          t.collect();  // keeps OpenSSL's write BIO small
+        }
+        if (ok && !tls_stage_.empty()) ok = t.encrypt(tls_stage_);
+        if (!ok) {
+          ++st_.tls_failures;
+          destroy(c);
+          return false;
+        }
+        if (taken) consume(c, taken);  // the plaintext is in records now
+      }
+    }
+    t.collect();
+    const auto p = t.pending();
+    if (p.empty()) return true;
+    iovec one{const_cast<std::byte*>(p.data()), p.size()};
+    const ssize_t w = be_->write(c, &one, 1);
+    if (w >= 0) {
+      t.consume(static_cast<std::size_t>(w));
+      continue;  // a short write is followed by write_blocked
+    }
+    if (w == write_blocked || w == write_submitted) {
+      c.writing = true;
+      return true;
+    }
+    destroy(c);
+    return false;
+  }
+  return true;
+}
+
+// Before the FIN of a clean close: close_notify (RFC 8446 §6.1). True when it was
+// queued now (service() writes it, then comes back here and goes on).
+bool loop::tls_close_notify(conn& c) { return c.tls && tls_[c.slot]->shutdown(); }
+
+}  // namespace ws6455::io::detail

@@ -1,0 +1,149 @@
+// TLS as a byte transform between the socket backend and the driver (OpenSSL with
+// memory BIOs): the backend moves ciphertext, the driver sees plaintext, and the
+// same code serves epoll and io_uring. The core (libws6455) knows nothing of it.
+//
+//   ciphertext read  -> tls_session::feed    -> plaintext to the driver (handshake driven as needed)
+//   plaintext queued -> tls_session::encrypt -> records in the session's own buffer,
+//                       written by the backend and consumed on completion
+//
+// User-space TLS only: kernel TLS (TCP_ULP "tls") is not implemented.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ws6455/expected.hpp"
+#include "ws6455/io/server.hpp"
+
+typedef struct ssl_st SSL;
+typedef struct ssl_ctx_st SSL_CTX;
+
+namespace ws6455::io::detail {
+
+// A byte vector whose resize() does not zero what OpenSSL is about to overwrite.
+template <class T>
+struct uninit_allocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = uninit_allocator<U>;
+  };
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+using byte_buffer = std::vector<std::byte, uninit_allocator<std::byte>>;
+
+// The certificates (server) or the trust settings (client) that new sessions are
+// made from. Shared by every loop of an endpoint; thread-safe.
+class tls_context {
+ public:
+  ~tls_context();
+  tls_context(const tls_context&) = delete;
+  tls_context& operator=(const tls_context&) = delete;
+
+  // Server: the certificate chain and key (PEM), plus the SNI certificates.
+  static expected<std::shared_ptr<tls_context>, std::string> make_server(const server_tls_options& o);
+  // Client: the CA file ("" = the system store) and whether to skip verification.
+  static expected<std::shared_ptr<tls_context>, std::string> make_client(const std::string& ca_file, bool insecure);
+
+  // Server: reads the certificate and key files again. New handshakes use the new
+  // SSL_CTX; sessions already made keep theirs (each SSL holds a reference), so no
+  // connection is dropped. Returns why it failed (the old certificates stay), or "".
+  std::string reload();
+
+  bool is_server() const noexcept { return server_; }
+  bool insecure() const noexcept { return insecure_; }
+
+  // A new SSL from the current SSL_CTX (nullptr on failure). Internal.
+  SSL* new_ssl();
+  // The SNI choice (OpenSSL's servername callback). Internal.
+  int on_servername(SSL* ssl);
+
+ private:
+  tls_context() = default;
+  struct ctx_set;  // the default SSL_CTX and the SNI ones, built together
+  static expected<std::shared_ptr<ctx_set>, std::string> build_server(const server_tls_options& o, tls_context* self);
+
+  bool server_ = false;
+  bool insecure_ = false;
+  server_tls_options opts_;
+  std::mutex mu_;
+  std::shared_ptr<ctx_set> set_;       // server: replaced by reload()
+  SSL_CTX* client_ctx_ = nullptr;      // client
+};
+
+// One connection's TLS state.
+class tls_session {
+ public:
+  ~tls_session();
+  tls_session(const tls_session&) = delete;
+  tls_session& operator=(const tls_session&) = delete;
+
+  // host: the client's server name (SNI unless an IP literal; verified against the
+  // certificate unless insecure). Null with the reason on failure.
+  static std::unique_ptr<tls_session> make(tls_context& ctx, std::string_view host, std::string* why);
+
+  enum class status : std::uint8_t { ok, peer_closed, failed };
+  // Takes ciphertext; appends the plaintext it yields to `plain` (handshake
+  // messages and alerts are queued for writing). failed: error() says why.
+  status feed(std::span<const std::byte> in, byte_buffer& plain);
+  // Whether plaintext may be encrypted now (the handshake finished).
+  bool established() const noexcept { return established_; }
+  bool failed() const noexcept { return failed_; }
+  bool started() const noexcept { return started_; }
+  // Client: starts the handshake (the ClientHello is queued).
+  void start();
+  // Encrypts `plain` into records (queued behind what is there). False on failure.
+  bool encrypt(std::span<const std::byte> plain);
+  // Queues close_notify (RFC 8446 §6.1, RFC 5246 §7.2.1) once; true if it was queued now.
+  bool shutdown();
+  bool shutdown_sent() const noexcept { return shutdown_sent_; }
+
+  // Ciphertext to write. collect() moves what OpenSSL produced into the session's
+  // buffer: call it only with no write in flight (an io_uring send reads that buffer).
+  void collect();
+  std::span<const std::byte> pending() const noexcept {
+    return {out_.data() + out_pos_, out_.size() - out_pos_};
+  }
+  // Everything not yet written: the buffer and what OpenSSL still holds.
+  std::size_t pending_bytes() const noexcept;
+  void consume(std::size_t n) noexcept;
+  // Whether trim() would give something back; trim() frees large buffers once
+  // nothing is pending (called when the peer is quiet).
+  bool holds_storage() const noexcept;
+  void trim();
+
+  const std::string& error() const noexcept { return error_; }
+  // For the failure message: the certificate verification result, if that failed.
+  std::string describe_failure(int ssl_error);
+
+ private:
+  tls_session() = default;
+  SSL* ssl_ = nullptr;
+  bool server_ = false;
+  bool established_ = false;
+  bool failed_ = false;
+  bool started_ = false;
+  bool shutdown_sent_ = false;
+  byte_buffer out_;
+  std::size_t out_pos_ = 0;
+  std::string error_;
+};
+
+// Whether `head` is the start of a plain HTTP request (an upper-case method and a
+// space), not a TLS record (RFC 8446 §5.1: a handshake record starts with 22).
+bool looks_like_http(std::span<const std::byte> head) noexcept;
+
+}  // namespace ws6455::io::detail
