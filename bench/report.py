@@ -348,13 +348,17 @@ def main():
            "memcpy of the same buffer, wslay and Boost.Beast parsing the same bytes.", "",
            "## Machine", ""] + machine(ctx) + [
            f"- Build: meson release ({flags}); {a.repetitions} repetitions, medians",
-           "- Clock: the receive/send/memcpy cases time batches with CLOCK_MONOTONIC "
-           f"({float(ctx.get('clock_ns', 'nan')):.1f} ns per read; CLOCK_THREAD_CPUTIME_ID is a system call of "
-           "~370–560 ns, which pulled short passes toward 1×). Each measurement is ≥ 200 clock reads long "
-           f"(worst clock share this run: {clock_share(r)}); a measurement during which the thread was "
-           "preempted (getrusage's involuntary context switches, read outside the timed interval) is retaken, "
-           "so wall time is not inflated by the shared machine. The other cases are timed by Google Benchmark "
-           "(its CPU time over many iterations).",
+           "- Clock: the receive/send/memcpy cases time batches of passes. Short batches read CLOCK_MONOTONIC "
+           f"({float(ctx.get('clock_ns', 'nan')):.1f} ns per read, in the vDSO), and a batch during which the "
+           "thread was preempted (getrusage's involuntary context switches, read outside the timed interval) is "
+           "retaken, so the shared machine does not inflate wall time; batches of 74 µs or more read "
+           f"CLOCK_THREAD_CPUTIME_ID ({float(ctx.get('cpu_clock_ns', 'nan')):.0f} ns per read, a system call). "
+           "Every batch is at least 200 reads of its clock long: the clock is under 1% of a measurement "
+           f"(worst this run: {clock_share(r)}). Binary receive passes repeat over the same buffer (they only "
+           "XOR payloads, checked at setup) and +copy passes restore their own input; text passes need an "
+           "untimed restore, so they are timed one at a time (2.5 µs or more each). Before this, every pass "
+           "was timed alone with CLOCK_THREAD_CPUTIME_ID, whose ~370 ns pulled short passes toward 1×. "
+           "The other cases are timed by Google Benchmark (its CPU time over many iterations).",
            "", "## Method", "",
            "- Receive: a buffer of back-to-back masked client frames (max(1, 256 KiB / frame) frames; "
            "1 frame for 1 MiB), server role, fed to `connection::feed` with a 256-event array until consumed; "
