@@ -55,32 +55,35 @@ void* counted_aligned_alloc(std::size_t n, std::align_val_t a) {
   return std::aligned_alloc(al, (n + al - 1) / al * al);
 }
 }  // namespace
-void* operator new(std::size_t n) {
+// Out of line, news and deletes: inlined, GCC 12 pairs a malloc() or `::new` with a
+// free() or sized delete and warns (-Wmismatched-new-delete), a false positive.
+#define WS6455_OUT_OF_LINE [[gnu::noinline]]
+WS6455_OUT_OF_LINE void* operator new(std::size_t n) {
   if (void* p = counted_alloc(n)) return p;
   throw std::bad_alloc();
 }
-void* operator new[](std::size_t n) {
+WS6455_OUT_OF_LINE void* operator new[](std::size_t n) {
   if (void* p = counted_alloc(n)) return p;
   throw std::bad_alloc();
 }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void* operator new(std::size_t n, std::align_val_t a) {
+WS6455_OUT_OF_LINE void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+WS6455_OUT_OF_LINE void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+WS6455_OUT_OF_LINE void* operator new(std::size_t n, std::align_val_t a) {
   if (void* p = counted_aligned_alloc(n, a)) return p;
   throw std::bad_alloc();
 }
-void* operator new[](std::size_t n, std::align_val_t a) {
+WS6455_OUT_OF_LINE void* operator new[](std::size_t n, std::align_val_t a) {
   if (void* p = counted_aligned_alloc(n, a)) return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+WS6455_OUT_OF_LINE void operator delete(void* p) noexcept { std::free(p); }
+WS6455_OUT_OF_LINE void operator delete[](void* p) noexcept { std::free(p); }
+WS6455_OUT_OF_LINE void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+WS6455_OUT_OF_LINE void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+WS6455_OUT_OF_LINE void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+WS6455_OUT_OF_LINE void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+WS6455_OUT_OF_LINE void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+WS6455_OUT_OF_LINE void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace bench {
 
