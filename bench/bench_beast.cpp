@@ -93,6 +93,8 @@ struct beast_case final : recv_case {
     wire_bytes = fb.pristine.size();
   }
   void restore() override { ws.next_layer().set_input(fb.pristine.data(), fb.pristine.size()); }
+  bool batchable() override { return true; }  // reads the pristine bytes, never writes them
+  void rearm() override { restore(); }
   std::size_t pass() override {
     std::size_t seen = 0;
     for (std::size_t i = 0; i < fb.frames; ++i) {

@@ -42,6 +42,8 @@ struct wslay_case final : recv_case {
   ~wslay_case() override { wslay_frame_context_free(ctx); }
 
   void restore() override { cursor = 0; }
+  bool batchable() override { return true; }  // reads the pristine bytes, never writes them
+  void rearm() override { cursor = 0; }
   std::size_t pass() override {
     std::size_t seen = 0;
     std::uint64_t got = 0;

@@ -35,7 +35,8 @@ void check_kernels(std::span<const std::byte> in, std::uint64_t seed) {
   using mask_fn = std::size_t (*)(std::byte*, std::size_t, const std::byte*, std::size_t) noexcept;
   const std::pair<simd_level, mask_fn> masks[] = {{simd_level::portable, mask_in_place_portable},
                                                   {simd_level::sse2, mask_in_place_sse2},
-                                                  {simd_level::avx2, mask_in_place_avx2}};
+                                                  {simd_level::avx2, mask_in_place_avx2},
+                                                  {simd_level::avx512, mask_in_place_avx512}};
   for (const auto& [level, fn] : masks) {
     if (!simd_level_supported(level)) continue;
     // An exact-size heap block: a kernel touching a byte outside [data, data + n) trips ASan.
@@ -49,7 +50,7 @@ void check_kernels(std::span<const std::byte> in, std::uint64_t seed) {
   if (phase == 0) {  // mask_copy starts at phase 0
     const std::pair<simd_level, void (*)(std::byte*, const std::byte*, std::size_t, const std::byte*) noexcept>
         copies[] = {{simd_level::portable, mask_copy_portable}, {simd_level::sse2, mask_copy_sse2},
-                    {simd_level::avx2, mask_copy_avx2}};
+                    {simd_level::avx2, mask_copy_avx2}, {simd_level::avx512, mask_copy_avx512}};
     for (const auto& [level, fn] : copies) {
       if (!simd_level_supported(level)) continue;
       std::unique_ptr<std::byte[]> dst(new std::byte[in.size() + 1]);
@@ -64,7 +65,8 @@ void check_kernels(std::span<const std::byte> in, std::uint64_t seed) {
   using utf8_fn = bool (*)(utf8_state&, const std::byte*, std::size_t) noexcept;
   const std::pair<simd_level, utf8_fn> utf8s[] = {{simd_level::portable, utf8_validate_portable},
                                                   {simd_level::ssse3, utf8_validate_ssse3},
-                                                  {simd_level::avx2, utf8_validate_avx2}};
+                                                  {simd_level::avx2, utf8_validate_avx2},
+                                                  {simd_level::avx512, utf8_validate_avx512}};
   for (const auto& [level, fn] : utf8s) {
     if (!simd_level_supported(level)) continue;
     utf8_state st = 0;

@@ -18,16 +18,18 @@ void mask_copy(std::byte* dst, const std::byte* src, std::size_t n, const std::b
 std::size_t mask_in_place_scalar(std::byte* data, std::size_t n, const std::byte key[4], std::size_t phase) noexcept;
 
 // The implementations behind mask_in_place / mask_copy, which pick one once by CPU
-// features (cpu_features.hpp). Exposed for tests and benchmarks: call the SSE2 and
-// AVX2 ones only when simd_level_supported() says so (on other architectures they
+// features (cpu_features.hpp). Exposed for tests and benchmarks: call the SSE2, AVX2
+// and AVX-512 ones only when simd_level_supported() says so (on other architectures they
 // forward to the portable one). All are exact for any length, alignment and phase,
 // and never touch a byte outside [data, data + n).
 std::size_t mask_in_place_portable(std::byte* data, std::size_t n, const std::byte key[4], std::size_t phase) noexcept;
 std::size_t mask_in_place_sse2(std::byte* data, std::size_t n, const std::byte key[4], std::size_t phase) noexcept;
 std::size_t mask_in_place_avx2(std::byte* data, std::size_t n, const std::byte key[4], std::size_t phase) noexcept;
+std::size_t mask_in_place_avx512(std::byte* data, std::size_t n, const std::byte key[4], std::size_t phase) noexcept;
 void mask_copy_portable(std::byte* dst, const std::byte* src, std::size_t n, const std::byte key[4]) noexcept;
 void mask_copy_sse2(std::byte* dst, const std::byte* src, std::size_t n, const std::byte key[4]) noexcept;
 void mask_copy_avx2(std::byte* dst, const std::byte* src, std::size_t n, const std::byte key[4]) noexcept;
+void mask_copy_avx512(std::byte* dst, const std::byte* src, std::size_t n, const std::byte key[4]) noexcept;
 
 // Small pieces, inline (the frame layer's fast path calls this for tiny frames).
 namespace mask_detail {

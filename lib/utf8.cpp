@@ -1,5 +1,5 @@
 // Incremental UTF-8 validation: a scalar DFA (the reference and the state keeper)
-// and SIMD kernels (SSSE3, AVX2) picked once at run time.
+// and SIMD kernels (SSSE3, AVX2, AVX-512BW) picked once at run time.
 //
 // How the SIMD kernels keep the incremental contract:
 //   1. A code point left open by the previous call is finished with the scalar DFA
@@ -17,6 +17,8 @@
 //      padded check means it ends on a boundary), the state is 0. Otherwise (invalid,
 //      or an incomplete code point at the end) the scalar DFA runs over the tail and
 //      gives the exact verdict and state.
+//   The AVX-512 kernel is the same algorithm on 64-byte blocks; its tail is read with
+//   zero-filling masked loads instead of a copy into a padded buffer.
 #include "utf8.hpp"
 
 #include <atomic>
@@ -28,6 +30,8 @@
 #include <immintrin.h>
 #define WS6455_TARGET_AVX2 __attribute__((target("avx2")))
 #define WS6455_TARGET_SSSE3 __attribute__((target("ssse3")))
+// Function-level target, not -march: the library stays runnable on any x86-64.
+#define WS6455_TARGET_AVX512 __attribute__((target("avx512f,avx512bw")))
 #endif
 
 namespace ws6455::detail {
@@ -336,6 +340,113 @@ WS6455_TARGET_AVX2 bool avx2_from_boundary(utf8_state& state, const unsigned cha
   if (_mm256_testz_si256(e, e)) return true;
   return scalar_run(state, p + k, rest);
 }
+
+// ---------------------------------------------------------------- AVX-512BW, 64-byte blocks
+struct avx512_tables {
+  __m512i prev_high, prev_low, cur_high, nibble, third, fourth, high_bit, incomplete_max;
+};
+
+// The largest byte that is not an incomplete lead at each position of a block's end:
+// F0+ three bytes before the end, E0+ two before, C0+ at the last byte.
+constexpr unsigned char kIncompleteMax[64] = {
+    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xF0 - 1, 0xE0 - 1, 0xC0 - 1};
+
+// The nibble tables once per 128-bit lane (vpshufb looks up within each lane). Loaded
+// whole rather than by _mm512_broadcast_i32x4 or the unmasked valignq, whose GCC 12
+// headers trip -Wuninitialized (_mm512_undefined_epi32, GCC PR 105593).
+constexpr unsigned char kPrevHigh4[64] = {WS6455_PREV_HIGH, WS6455_PREV_HIGH, WS6455_PREV_HIGH, WS6455_PREV_HIGH};
+constexpr unsigned char kPrevLow4[64] = {WS6455_PREV_LOW, WS6455_PREV_LOW, WS6455_PREV_LOW, WS6455_PREV_LOW};
+constexpr unsigned char kCurHigh4[64] = {WS6455_CUR_HIGH, WS6455_CUR_HIGH, WS6455_CUR_HIGH, WS6455_CUR_HIGH};
+
+WS6455_TARGET_AVX512 inline avx512_tables make_avx512_tables() noexcept {
+  avx512_tables t;
+  t.prev_high = _mm512_loadu_si512(kPrevHigh4);
+  t.prev_low = _mm512_loadu_si512(kPrevLow4);
+  t.cur_high = _mm512_loadu_si512(kCurHigh4);
+  t.nibble = _mm512_set1_epi8(0x0F);
+  t.third = _mm512_set1_epi8(static_cast<char>(0xE0 - 0x80));
+  t.fourth = _mm512_set1_epi8(static_cast<char>(0xF0 - 0x80));
+  t.high_bit = _mm512_set1_epi8(static_cast<char>(0x80));
+  t.incomplete_max = _mm512_loadu_si512(kIncompleteMax);
+  return t;
+}
+
+// `in` shifted right by N bytes across the 128-bit lanes, with `prev`'s last N bytes in
+// front. valignq by 6 qwords gives [prev lane 3, in lanes 0-2]; the per-lane palignr
+// then takes each lane's last N bytes from the lane before it. (maskz with all lanes
+// is plain valignq; see make_avx512_tables for why not _mm512_alignr_epi64.)
+template <int N>
+WS6455_TARGET_AVX512 inline __m512i avx512_prev(__m512i in, __m512i prev) noexcept {
+  return _mm512_alignr_epi8(in, _mm512_maskz_alignr_epi64(static_cast<__mmask8>(0xFF), in, prev, 6), 16 - N);
+}
+
+WS6455_TARGET_AVX512 inline __m512i avx512_block(const avx512_tables& t, __m512i in, __m512i prev) noexcept {
+  const __m512i prev1 = avx512_prev<1>(in, prev);
+  const __m512i p1_hi = _mm512_shuffle_epi8(t.prev_high, _mm512_and_si512(_mm512_srli_epi16(prev1, 4), t.nibble));
+  const __m512i p1_lo = _mm512_shuffle_epi8(t.prev_low, _mm512_and_si512(prev1, t.nibble));
+  const __m512i c_hi = _mm512_shuffle_epi8(t.cur_high, _mm512_and_si512(_mm512_srli_epi16(in, 4), t.nibble));
+  const __m512i special = _mm512_ternarylogic_epi32(p1_hi, p1_lo, c_hi, 0x80);  // a & b & c
+  const __m512i prev2 = avx512_prev<2>(in, prev), prev3 = avx512_prev<3>(in, prev);
+  const __m512i must = _mm512_or_si512(_mm512_subs_epu8(prev2, t.third), _mm512_subs_epu8(prev3, t.fourth));
+  return _mm512_ternarylogic_epi32(must, t.high_bit, special, 0x6A);  // (must & high_bit) ^ special
+}
+
+WS6455_TARGET_AVX512 inline __m512i avx512_incomplete(const avx512_tables& t, __m512i in) noexcept {
+  return _mm512_subs_epu8(in, t.incomplete_max);
+}
+
+WS6455_TARGET_AVX512 inline bool avx512_nonzero(__m512i v) noexcept { return _mm512_test_epi64_mask(v, v) != 0; }
+WS6455_TARGET_AVX512 inline __mmask64 avx512_first_bytes(std::size_t n) noexcept {  // lanes [0, n), n <= 64
+  return n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
+}
+
+WS6455_TARGET_AVX512 bool avx512_from_boundary(utf8_state& state, const unsigned char* p, std::size_t n) noexcept {
+  const avx512_tables t = make_avx512_tables();
+  __m512i error = _mm512_setzero_si512(), prev = _mm512_setzero_si512(), prev_incomplete = _mm512_setzero_si512();
+  std::size_t i = 0;
+  for (; i + 128 <= n; i += 128) {
+    const __m512i a = _mm512_loadu_si512(p + i);
+    const __m512i b = _mm512_loadu_si512(p + i + 64);
+    if (_mm512_movepi8_mask(_mm512_or_si512(a, b)) == 0) {  // ASCII: only a carried lead can be wrong
+      error = _mm512_or_si512(error, prev_incomplete);
+    } else {
+      error = _mm512_ternarylogic_epi32(error, avx512_block(t, a, prev), avx512_block(t, b, a), 0xFE);  // a | b | c
+      prev_incomplete = avx512_incomplete(t, b);
+      prev = b;
+    }
+    if (avx512_nonzero(error)) return false;  // fail fast, per 128 bytes
+  }
+  for (; i + 64 <= n; i += 64) {
+    const __m512i a = _mm512_loadu_si512(p + i);
+    if (_mm512_movepi8_mask(a) == 0) {
+      error = _mm512_or_si512(error, prev_incomplete);
+    } else {
+      error = _mm512_or_si512(error, avx512_block(t, a, prev));
+      prev_incomplete = avx512_incomplete(t, a);
+      prev = a;
+    }
+  }
+  if (avx512_nonzero(error)) return false;
+  // The tail: under 64 + 3 bytes from the last boundary, read by zero-filling masked
+  // loads (no byte past p + n is read; the zeros close nothing, as in the padded copy).
+  const std::size_t k = last_boundary(p, i);
+  const std::size_t rest = n - k;
+  state = 0;
+  if (rest == 0) return true;
+  const __m512i a = _mm512_maskz_loadu_epi8(avx512_first_bytes(rest), p + k);
+  const __m512i b = rest > 64 ? _mm512_maskz_loadu_epi8(avx512_first_bytes(rest - 64), p + k + 64)
+                              : _mm512_setzero_si512();
+  if (_mm512_movepi8_mask(_mm512_or_si512(a, b)) == 0) return true;
+  __m512i e = avx512_block(t, a, _mm512_setzero_si512());
+  // A full first block has no zero after it inside `a`: its end is checked by `b`
+  // (rest > 64) or, when rest == 64, by the incomplete-lead test.
+  e = _mm512_or_si512(e, rest > 64 ? avx512_block(t, b, a) : avx512_incomplete(t, a));
+  if (!avx512_nonzero(e)) return true;
+  return scalar_run(state, p + k, rest);
+}
 #endif
 
 using kernel_fn = bool (*)(utf8_state&, const unsigned char*, std::size_t) noexcept;
@@ -343,6 +454,7 @@ using kernel_fn = bool (*)(utf8_state&, const unsigned char*, std::size_t) noexc
 kernel_fn pick_kernel() noexcept {
 #if defined(__x86_64__)
   switch (detected_simd_level()) {
+    case simd_level::avx512: return &avx512_from_boundary;
     case simd_level::avx2: return &avx2_from_boundary;
     case simd_level::ssse3: return &ssse3_from_boundary;
     case simd_level::sse2:
@@ -390,11 +502,17 @@ bool utf8_validate_ssse3(utf8_state& state, const std::byte* p, std::size_t n) n
 bool utf8_validate_avx2(utf8_state& state, const std::byte* p, std::size_t n) noexcept {
   return validate_with<&avx2_from_boundary>(state, p, n);
 }
+bool utf8_validate_avx512(utf8_state& state, const std::byte* p, std::size_t n) noexcept {
+  return validate_with<&avx512_from_boundary>(state, p, n);
+}
 #else
 bool utf8_validate_ssse3(utf8_state& state, const std::byte* p, std::size_t n) noexcept {
   return utf8_validate_portable(state, p, n);
 }
 bool utf8_validate_avx2(utf8_state& state, const std::byte* p, std::size_t n) noexcept {
+  return utf8_validate_portable(state, p, n);
+}
+bool utf8_validate_avx512(utf8_state& state, const std::byte* p, std::size_t n) noexcept {
   return utf8_validate_portable(state, p, n);
 }
 #endif

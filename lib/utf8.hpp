@@ -25,14 +25,16 @@ bool utf8_validate_scalar(utf8_state& state, const std::byte* p, std::size_t n) 
 // The implementations behind utf8_validate, which picks one once by CPU features
 // (cpu_features.hpp). Exposed for tests and benchmarks; each has utf8_validate's
 // exact contract (same verdict, same end state as the scalar reference for every
-// input and every split). Call the SSSE3 and AVX2 ones only when
+// input and every split). Call the SSSE3, AVX2 and AVX-512 ones only when
 // simd_level_supported() says so; elsewhere they forward to the portable one.
 //   portable: 8-byte-word ASCII fast path, scalar DFA otherwise;
-//   ssse3 / avx2: the lookup-table validator (Keiser & Lemire 2021) on 16 / 32-byte
-//     blocks with an ASCII fast path; the scalar DFA finishes a code point carried
+//   ssse3 / avx2 / avx512: the lookup-table validator (Keiser & Lemire 2021) on
+//     16 / 32 / 64-byte blocks with an ASCII fast path (avx512: AVX-512F + BW, masked
+//     loads for the tail); the scalar DFA finishes a code point carried
 //     in from the previous call and settles the state of an incomplete or invalid tail.
 bool utf8_validate_portable(utf8_state& state, const std::byte* p, std::size_t n) noexcept;
 bool utf8_validate_ssse3(utf8_state& state, const std::byte* p, std::size_t n) noexcept;
 bool utf8_validate_avx2(utf8_state& state, const std::byte* p, std::size_t n) noexcept;
+bool utf8_validate_avx512(utf8_state& state, const std::byte* p, std::size_t n) noexcept;
 
 }  // namespace ws6455::detail

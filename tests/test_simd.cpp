@@ -1,7 +1,9 @@
 // SIMD masking and UTF-8 validation against the scalar references: every
-// implementation (portable, SSE2/SSSE3, AVX2 where the CPU has it, and the
-// dispatcher), every length 0..300, every alignment, every key phase, random
-// splits, and the UTF-8 boundary cases placed across block edges.
+// implementation (portable, SSE2/SSSE3, AVX2 and AVX-512 where the CPU has them,
+// and the dispatcher), every length 0..300, every alignment, every key phase,
+// random splits, the UTF-8 boundary cases placed across 16/32/64/128-byte block
+// edges, an invalid byte at every position (fail fast), and spans that end at or
+// start on an inaccessible page (no kernel reads or writes outside the caller's span).
 #include <doctest/doctest.h>
 
 #include <array>
@@ -10,6 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -38,6 +42,7 @@ const mask_impl kMaskImpls[] = {
     {"portable", simd_level::portable, &mask_in_place_portable, &mask_copy_portable},
     {"sse2", simd_level::sse2, &mask_in_place_sse2, &mask_copy_sse2},
     {"avx2", simd_level::avx2, &mask_in_place_avx2, &mask_copy_avx2},
+    {"avx512", simd_level::avx512, &mask_in_place_avx512, &mask_copy_avx512},
     {"dispatch", simd_level::portable, &mask_in_place, &mask_copy},
 };
 
@@ -121,6 +126,7 @@ const utf8_impl kUtf8Impls[] = {
     {"portable", simd_level::portable, &utf8_validate_portable},
     {"ssse3", simd_level::ssse3, &utf8_validate_ssse3},
     {"avx2", simd_level::avx2, &utf8_validate_avx2},
+    {"avx512", simd_level::avx512, &utf8_validate_avx512},
     {"dispatch", simd_level::portable, &utf8_validate},
 };
 
@@ -314,15 +320,16 @@ TEST_CASE("utf8: every lead/second/third byte triple across block edges") {
     CAPTURE(impl.name);
     std::string failure;
     static constexpr unsigned thirds[] = {0x41, 0x80, 0xBF, 0xC2};
-    static constexpr std::size_t offsets[] = {0, 14, 15, 30, 31, 32, 62, 63, 64, 95};
+    // 16/32-byte blocks, 64-byte blocks (AVX-512) and its 128-byte iterations.
+    static constexpr std::size_t offsets[] = {0, 14, 15, 30, 31, 32, 62, 63, 64, 95, 126, 127, 128, 190, 191};
     std::vector<unsigned> leads = {0x7F, 0x80, 0xBF};
     for (unsigned b = 0xC0; b <= 0xFF; ++b) leads.push_back(b);
-    std::vector<std::byte> v(100);
+    std::vector<std::byte> v(200);
     for (unsigned b0 : leads) {
       for (unsigned b1 = 0; b1 <= 0xFF; ++b1) {
         for (unsigned b2 : thirds) {
           for (std::size_t off : offsets) {
-            for (std::size_t len : {off + 2, off + 3, std::size_t{100}}) {
+            for (std::size_t len : {off + 2, off + 3, std::size_t{200}}) {
               if (len > v.size()) continue;
               std::fill(v.begin(), v.end(), std::byte{'a'});
               v[off] = std::byte(b0);
@@ -389,5 +396,98 @@ TEST_CASE("utf8: fail-fast inside a code point, across calls (Autobahn 6.4.x)") 
     late[4090] = std::byte{0xC0};
     s = 0;
     CHECK_FALSE(impl.validate(s, late.data(), late.size()));
+  }
+}
+
+TEST_CASE("utf8: an invalid byte at every position fails the call that holds it (fail fast)") {
+  // A valid mixed-script text; one byte at `at` replaced by a byte that is wrong
+  // there (a stray continuation after ASCII or a complete code point, F8, or C0).
+  // Pieces split after `at` never reach the kernel for later pieces: the call
+  // holding `at` must already fail, as the scalar DFA does.
+  std::mt19937_64 rng(0xFA11);
+  std::vector<std::byte> text;
+  while (text.size() < 600) append_code_point(text, random_code_point(rng, 1));
+  text.resize(600);
+  for (const auto& impl : kUtf8Impls) {
+    if (!simd_level_supported(impl.level)) continue;
+    CAPTURE(impl.name);
+    std::string failure;
+    for (std::size_t at = 0; at < 400 && failure.empty(); ++at) {
+      for (unsigned bad : {0xF8u, 0xC0u, 0xFFu}) {
+        auto v = text;
+        v[at] = std::byte(bad);
+        failure = compare_pieces(impl, v.data(), v.size(), {});
+        if (failure.empty()) failure = compare_pieces(impl, v.data(), v.size(), {at + 1});
+        if (failure.empty()) failure = compare_pieces(impl, v.data(), v.size(), {at + 1, std::min<std::size_t>(at + 70, 600)});
+        if (failure.empty() && at >= 3) failure = compare_pieces(impl, v.data(), v.size(), {at - 3, at + 1});
+        if (!failure.empty()) break;
+      }
+    }
+    CHECK(failure == "");
+  }
+}
+
+namespace {
+// Two pages: an accessible one followed by an inaccessible one, or the reverse.
+// A span that ends at the first page's end (or starts at the second's start) makes
+// any read or write past it fault, so kernels must stop at the span's edges.
+struct guarded_pages {
+  std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  std::byte* base = nullptr;
+  guarded_pages() {
+    void* p = mmap(nullptr, 3 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    base = static_cast<std::byte*>(p);
+    REQUIRE(mprotect(base, page, PROT_NONE) == 0);             // [0, page) guard
+    REQUIRE(mprotect(base + 2 * page, page, PROT_NONE) == 0);  // [2 page, 3 page) guard
+  }
+  ~guarded_pages() { munmap(base, 3 * page); }
+  std::byte* first() const { return base + page; }       // first accessible byte
+  std::byte* end() const { return base + 2 * page; }     // one past the last accessible byte
+};
+}  // namespace
+
+TEST_CASE("mask and utf8: spans against inaccessible pages (no reads or writes outside)") {
+  guarded_pages g;
+  std::mt19937_64 rng(0x9A9E);
+  const std::array<std::byte, 4> key{std::byte{0x5A}, std::byte{0xC3}, std::byte{0x0F}, std::byte{0x81}};
+  const auto noise = random_bytes(rng, kMaxLen);
+  std::vector<std::byte> want(kMaxLen);
+  for (const auto& impl : kMaskImpls) {
+    if (!simd_level_supported(impl.level)) continue;
+    CAPTURE(impl.name);
+    bool ok = true;
+    for (std::size_t len = 0; len <= kMaxLen && ok; ++len)
+      for (std::size_t phase = 0; phase < 4 && ok; ++phase)
+        for (std::byte* p : {g.end() - len, g.first()}) {  // ends at the guard, starts after one
+          std::memcpy(p, noise.data(), len);
+          std::memcpy(want.data(), noise.data(), len);
+          mask_in_place_scalar(want.data(), len, key.data(), phase);
+          impl.in_place(p, len, key.data(), phase);
+          ok = ok && std::memcmp(p, want.data(), len) == 0;
+          // copy: source at one guard, destination at the other
+          std::byte* src = p == g.first() ? g.end() - len : g.first();
+          std::memcpy(src, noise.data(), len);
+          impl.copy(p, src, len, key.data());
+          std::memcpy(want.data(), noise.data(), len);
+          mask_in_place_scalar(want.data(), len, key.data(), 0);
+          ok = ok && std::memcmp(p, want.data(), len) == 0;
+        }
+    CHECK(ok);
+  }
+  for (const auto& impl : kUtf8Impls) {
+    if (!simd_level_supported(impl.level)) continue;
+    CAPTURE(impl.name);
+    std::string failure;
+    for (std::size_t len = 0; len <= kMaxLen && failure.empty(); ++len) {
+      const auto text = random_text(rng, len);
+      for (std::byte* p : {g.end() - len, g.first()}) {
+        if (len) std::memcpy(p, text.data(), len);
+        failure = compare_pieces(impl, p, len, {});
+        if (failure.empty() && len > 1) failure = compare_pieces(impl, p, len, {rng() % len});
+        if (!failure.empty()) break;
+      }
+    }
+    CHECK(failure == "");
   }
 }
