@@ -724,6 +724,41 @@ def test_chromium(backend, cert, key):
 
 # ------------------------------------------------------------------ main
 
+def test_load(backend, ca, cert, key):
+    """ws6455 load over wss:// (the client adapter's TLS), every echo checked; and the
+    same against plain ws:// in the same run, for the ratio (printed, not asserted)."""
+    rates = {}
+    for tls in (True, False):
+        args = ["--backend", backend]
+        if tls:
+            srv = Server(args, cert, key)
+        else:
+            srv = None
+            p = subprocess.Popen([BIN, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            if tls:
+                url = srv.url + "/"
+            else:
+                m = re.match(rb"listening on ws://127\.0\.0\.1:(\d+)/", p.stdout.readline())
+                url = f"ws://127.0.0.1:{int(m.group(1))}/"
+            r = subprocess.run([BIN, "load", url, "--ca", ca, "-c", "16", "-p", "4", "-s", "4096", "-t", "1", "--json",
+                                "--backend", backend], capture_output=True, text=True, timeout=60)
+            res = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
+            ok = r.returncode == 0 and res.get("errors") == 0 and res.get("msgs_per_s", 0) > 0
+            check(f"[{backend}] load {'wss' if tls else 'ws'}:// c=16 p=4 4 KiB: every echo checked, no error", ok,
+                  f"rc={r.returncode} {short(r.stdout)} {short(r.stderr)}")
+            rates[tls] = res.get("msgs_per_s", 0)
+        finally:
+            if srv:
+                srv.stop()
+            else:
+                p.kill()
+                p.wait()
+    if rates.get(False):
+        print(f"# [{backend}] wss/ws msgs/s at c=16 p=4 4 KiB (client and server on one machine): "
+              f"{rates.get(True, 0) / rates[False]:.2f}")
+
+
 def main():
     if not shutil.which("openssl"):
         print("skip: no openssl command")
@@ -747,6 +782,8 @@ def main():
     for backend in ("epoll", "io_uring"):
         run_check(f"[{backend}] SIGHUP reload", test_reload, backend, ca)
     run_check("[io_uring] Chromium over https + wss", test_chromium, "io_uring", cert, key)
+    for backend in ("epoll", "io_uring"):
+        run_check(f"[{backend}] load wss://", test_load, backend, ca, cert, key)
     print(f"{PASSED} passed, {FAILED} failed")
     return 1 if FAILED else 0
 

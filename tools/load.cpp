@@ -45,15 +45,18 @@ namespace ws6455::tools {
 namespace {
 
 constexpr const char* load_usage =
-    "usage: ws6455 load ws://HOST[:PORT]/PATH [-c connections] [-p in-flight] [-s bytes | --sizes a,b,c]\n"
+    "usage: ws6455 load ws[s]://HOST[:PORT]/PATH [-c connections] [-p in-flight] [-s bytes | --sizes a,b,c]\n"
     "                   [--text|--binary] [-t seconds | -n messages] [--warmup S] [--deflate]\n"
     "                   [--backend auto|epoll|io_uring] [--threads N] [--connect-rate R] [--json]\n"
+    "                   [--ca FILE] [--insecure]\n"
     "  An echo load generator: C connections (default 16) each keep P messages (default 1) in\n"
     "  flight; every echoed byte is checked, every round trip timed.\n"
     "  -s: message size in bytes (default 16); --sizes: a list, used in turn per connection.\n"
     "  --binary (default) or --text (ASCII). -t: seconds measured (default 10); -n: stop after\n"
     "  N messages in total. --warmup: seconds not measured once every connection is up (0).\n"
     "  --deflate: offer permessage-deflate. --threads: loops (one per thread; default 1).\n"
+    "  wss://: the server's certificate is checked against the system CAs (or --ca FILE, PEM);\n"
+    "  --insecure skips the check (tests only).\n"
     "  --connect-rate: new connections per second (default 2000); messages start once every\n"
     "  connection has opened or failed.\n"
     "  Errors: a changed, missing or unexpected echo, a close by the server, no echo within\n"
@@ -103,6 +106,8 @@ struct settings {
   unsigned threads = 1;
   double connect_rate = 2000;
   bool json = false;
+  std::string ca_file;  // wss://
+  bool insecure = false;
 };
 
 // What the coordinator and the workers share.
@@ -169,6 +174,8 @@ class worker final : public io::client_handler {
     io::client_options o;
     o.backend = opt_.backend;
     o.deflate = opt_.deflate;
+    o.ca_file = opt_.ca_file;
+    o.insecure = opt_.insecure;
     const std::size_t big = std::max<std::size_t>(opt_.max_size, 64u << 20);
     o.ws.max_message_size = big;
     o.ws.max_frame_size = big;
@@ -561,6 +568,10 @@ int load_main(int argc, char** argv) {
       if (r) return r;
     } else if (arg == "--deflate") {
       s.deflate = true;
+    } else if (arg == "--insecure") {
+      s.insecure = true;
+    } else if (auto v = option_value(argc, argv, i, "--ca")) {
+      s.ca_file = std::string(*v);
     } else if (auto v = option_value(argc, argv, i, "--backend")) {
       if (*v == "auto") s.backend = io::backend::automatic;
       else if (*v == "epoll") s.backend = io::backend::epoll;
@@ -584,13 +595,12 @@ int load_main(int argc, char** argv) {
       return usage_error("unknown option or missing value '%s'", argv[i]);
     }
   }
-  if (s.url.empty()) return usage_error("a ws:// URL is needed");
+  if (s.url.empty()) return usage_error("a ws:// or wss:// URL is needed");
   if (have_t && have_n) return usage_error("-t and -n exclude each other");
   if (have_s && have_sizes) return usage_error("-s and --sizes exclude each other");
   if (have_text && have_binary) return usage_error("--text and --binary exclude each other");
   auto url = parse_ws_url(s.url);
   if (!url) return usage_error("%s", url.error().c_str());
-  if (url->secure) return usage_error("wss:// is not supported (no TLS); use ws://");
   s.max_size = *std::max_element(s.sizes.begin(), s.sizes.end());
   s.threads = std::min<unsigned>(s.threads, s.connections);
 
