@@ -331,6 +331,56 @@ def test_connect_client(backend, ca, cert, key):
             srv.stop()
 
 
+def test_client_close_notify(backend, ca, cert, key):
+    """After a clean WebSocket close our client ends TLS with close_notify (RFC 8446
+    §6.1): a raw ssl server closes the WebSocket, reads the client's close reply, then
+    sees a clean TLS end (recv returns b""), not an EOF without close_notify."""
+    import base64
+    import hashlib
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    port = lsock.getsockname()[1]
+    outcome = {}
+
+    def serve():
+        try:
+            lsock.settimeout(20)
+            raw_conn, _ = lsock.accept()
+            with ctx.wrap_socket(raw_conn, server_side=True, suppress_ragged_eofs=False) as t:
+                t.settimeout(10)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += t.recv(4096)
+                key_line = [l for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key:")][0]
+                accept = base64.b64encode(hashlib.sha1(key_line.split(b":", 1)[1].strip() +
+                                                       b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+                t.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                t.sendall(b"\x88\x02\x03\xe8")  # close 1000
+                reply = t.recv(64)  # the client's masked close (6 + 2 bytes)
+                outcome["reply"] = reply[:1] == b"\x88"
+                try:
+                    outcome["after"] = t.recv(64)  # b"": close_notify came
+                except ssl.SSLError as e:
+                    outcome["after"] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001
+            outcome["error"] = f"{type(e).__name__}: {e}"
+        finally:
+            lsock.close()
+
+    th = threading.Thread(target=serve)
+    th.start()
+    rc, out, err, secs = connect([f"wss://127.0.0.1:{port}/", "--ca", ca, "--backend", backend], timeout=30)
+    th.join(30)
+    # At once: not after the close timeout (5 s), when the connection is torn down anyway.
+    check(f"[{backend}] connect wss://: a clean close ends TLS with close_notify at once ({secs:.1f} s)",
+          outcome.get("reply") is True and outcome.get("after") == b"" and rc == 0 and secs < 3,
+          f"{outcome} rc={rc} err={short(err)}")
+
+
 def test_client_errors(backend, ca, cert, key, other_cert, other_key):
     srv = Server(["--backend", backend], cert, key)
     wrong = Server(["--backend", backend], other_cert, other_key)  # a certificate for other.example
@@ -773,6 +823,7 @@ def main():
     for backend in ("epoll", "io_uring"):
         run_check(f"[{backend}] connect wss:// against websockets", test_connect_client, backend, ca, cert, key)
         run_check(f"[{backend}] connect errors", test_client_errors, backend, ca, cert, key, other_cert, other_key)
+        run_check(f"[{backend}] close_notify", test_client_close_notify, backend, ca, cert, key)
     modules = node_modules()
     if modules:
         for variant in (VARIANTS[0], VARIANTS[2]):

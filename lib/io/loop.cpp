@@ -830,6 +830,11 @@ void loop::service(conn& c) {
       begin_linger(c);
       break;
     }
+    // A client after a clean close waits for the server's EOF (RFC 6455 §7.1.1), but
+    // its TLS layer closes now: close_notify (RFC 8446 §6.1) once our close went out.
+    if (c.is_client && ws.state() == connection_state::closed && !c.writing && output_size(c) == 0 &&
+        tls_close_notify(c))
+      continue;
     // Resume reading once the output drained below low_water: first the bytes
     // kept when we paused, which may produce more output (hence the loop).
     if (c.paused && output_size(c) <= opts_.low_water) {
