@@ -381,6 +381,30 @@ def test_client_close_notify(backend, ca, cert, key):
           f"{outcome} rc={rc} err={short(err)}")
 
 
+def test_resumption(backend, ca, cert, key):
+    """Session tickets: a second connection presenting the first one's session resumes
+    it (no certificate exchange), over TLS 1.3 and 1.2."""
+    srv = Server(["--backend", backend], cert, key)
+    try:
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            ctx = ssl.create_default_context(cafile=ca)
+            ctx.minimum_version = ctx.maximum_version = version
+            session, reused = None, []
+            for _ in range(2):
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw_sock:
+                    with ctx.wrap_socket(raw_sock, server_hostname="localhost", session=session) as t:
+                        t.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                  b"Sec-WebSocket-Version: 13\r\n\r\n")
+                        head = t.recv(4096)  # the 101 (TLS 1.3 tickets come with or before it)
+                        reused.append(t.session_reused and head.startswith(b"HTTP/1.1 101"))
+                        session = t.session
+            check(f"[{backend}] {version.name}: a second connection resumes the first one's session",
+                  reused == [False, True], f"{reused}")
+    finally:
+        srv.stop()
+
+
 def test_client_errors(backend, ca, cert, key, other_cert, other_key):
     srv = Server(["--backend", backend], cert, key)
     wrong = Server(["--backend", backend], other_cert, other_key)  # a certificate for other.example
@@ -824,6 +848,7 @@ def main():
         run_check(f"[{backend}] connect wss:// against websockets", test_connect_client, backend, ca, cert, key)
         run_check(f"[{backend}] connect errors", test_client_errors, backend, ca, cert, key, other_cert, other_key)
         run_check(f"[{backend}] close_notify", test_client_close_notify, backend, ca, cert, key)
+        run_check(f"[{backend}] session resumption", test_resumption, backend, ca, cert, key)
     modules = node_modules()
     if modules:
         for variant in (VARIANTS[0], VARIANTS[2]):
