@@ -405,6 +405,24 @@ def test_resumption(backend, ca, cert, key):
         srv.stop()
 
 
+def test_sni(backend, ca, cert, key, other_cert, other_key):
+    """SNI (RFC 6066 §3): --tls-sni serves its certificate to clients asking for its
+    name; the others get the default one."""
+    srv = Server(["--backend", backend, "--tls-sni", f"{other_cert},{other_key}"], cert, key)
+    try:
+        seen = {}
+        for name in ("other.example", "localhost"):
+            ctx = ssl.create_default_context(cafile=ca)
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw_sock:
+                with ctx.wrap_socket(raw_sock, server_hostname=name) as t:  # verifies name and chain
+                    seen[name] = t.getpeercert()["subject"]
+        check(f"[{backend}] SNI: each name gets its own certificate",
+              "other.example" in str(seen.get("other.example")) and "localhost" in str(seen.get("localhost")),
+              f"{seen}")
+    finally:
+        srv.stop()
+
+
 def test_client_errors(backend, ca, cert, key, other_cert, other_key):
     srv = Server(["--backend", backend], cert, key)
     wrong = Server(["--backend", backend], other_cert, other_key)  # a certificate for other.example
@@ -849,6 +867,7 @@ def main():
         run_check(f"[{backend}] connect errors", test_client_errors, backend, ca, cert, key, other_cert, other_key)
         run_check(f"[{backend}] close_notify", test_client_close_notify, backend, ca, cert, key)
         run_check(f"[{backend}] session resumption", test_resumption, backend, ca, cert, key)
+        run_check(f"[{backend}] SNI", test_sni, backend, ca, cert, key, other_cert, other_key)
     modules = node_modules()
     if modules:
         for variant in (VARIANTS[0], VARIANTS[2]):

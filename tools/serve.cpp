@@ -26,7 +26,7 @@ constexpr const char* serve_usage =
     "                    [--protocols a,b,... | --accept-any-protocol]\n"
     "                    [--max-message N] [--idle-timeout S] [--ping-interval S]\n"
     "                    [--handshake-timeout S] [--close-timeout S]\n"
-    "                    [--tls-cert FILE --tls-key FILE]\n"
+    "                    [--tls-cert FILE --tls-key FILE [--tls-sni CERT,KEY]...]\n"
     "  echo: every text or binary message is sent back (any path)\n"
     "  chat: ws://HOST:PORT/chat/ROOM (or /?room=ROOM; default room 'lobby'): messages go to the room\n"
     "  GET or HEAD / without an upgrade answers a test page; other plain requests get 404.\n"
@@ -41,7 +41,8 @@ constexpr const char* serve_usage =
     "    idle 120, ping 30, close 5. SIGINT/SIGTERM: close 1001, exit 0.\n"
     "  --tls-cert/--tls-key: serve wss:// and https:// (PEM certificate chain and key; TLS 1.2\n"
     "    and 1.3, user space). SIGHUP reads them again: new connections get the new certificate,\n"
-    "    open ones stay.\n";
+    "    open ones stay. --tls-sni CERT,KEY (repeatable): more certificates, each served to the\n"
+    "    clients that ask for one of its names (SNI); others get --tls-cert's.\n";
 
 // The test page: connects back to the server it came from. @PATH@ is the default path.
 constexpr const char* page_template = R"html(<!doctype html>
@@ -249,6 +250,14 @@ int serve_main(int argc, char** argv) {
       opts.tls.cert_file = std::string(*v);
     } else if (auto v = option_value(argc, argv, i, "--tls-key")) {
       opts.tls.key_file = std::string(*v);
+    } else if (auto v = option_value(argc, argv, i, "--tls-sni")) {
+      // Another certificate, for the names it carries (SNI, RFC 6066 §3).
+      const auto comma = v->find(',');
+      if (comma == std::string_view::npos || comma == 0 || comma + 1 == v->size()) {
+        std::fprintf(stderr, "ws6455 serve: --tls-sni takes CERT,KEY\n");
+        return 2;
+      }
+      opts.tls.sni_certificates.push_back({std::string(v->substr(0, comma)), std::string(v->substr(comma + 1))});
     } else if (seconds("--idle-timeout", opts.idle_timeout) || seconds("--ping-interval", opts.ping_interval) ||
                seconds("--handshake-timeout", opts.handshake_timeout) ||
                seconds("--close-timeout", opts.close_timeout)) {
