@@ -38,30 +38,11 @@ import time
 
 import websockets
 
+from checks import check, run_check, summary
+
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
-PASSED = 0
-FAILED = 0
 NODE_DIR = "/tmp/ws6455-node"
 PROC_TIMEOUT = 60  # seconds for one connect run (the largest moves ~20 MiB each way)
-
-
-def check(name, ok, detail=""):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print(f"ok   {name}")
-    else:
-        FAILED += 1
-        print(f"FAIL {name} {detail}")
-    sys.stdout.flush()
-
-
-def run_check(name, fn, *args):
-    """Runs one test function; an exception is a failure, not the end of the run."""
-    try:
-        fn(*args)
-    except Exception as e:  # noqa: BLE001 - report and go on
-        check(name, False, f"{type(e).__name__}: {e}")
 
 
 def short(s, n=600):
@@ -634,8 +615,7 @@ def main():
     run_check("[auto] Python websockets echo", test_auto)
     run_check("IPv6 and names", test_addresses)
     print(f"suite time {time.monotonic() - t0:.1f} s")
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 1 if FAILED else 0
+    return summary()
 
 
 if __name__ == "__main__":

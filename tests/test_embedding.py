@@ -20,30 +20,12 @@ import time
 
 import websockets
 
+from checks import check, run_check, summary
+
 SERVER_BIN = os.path.abspath(sys.argv[1])
 CLIENT_BIN = os.path.abspath(sys.argv[2])
-PASSED = 0
-FAILED = 0
 PROCS = []
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 20]
-
-
-def check(name, ok, detail=""):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print(f"ok   {name}")
-    else:
-        FAILED += 1
-        print(f"FAIL {name} {detail}")
-    sys.stdout.flush()
-
-
-def run_check(name, fn, *args):
-    try:
-        fn(*args)
-    except Exception as e:  # noqa: BLE001 - report and go on
-        check(name, False, f"{type(e).__name__}: {e}")
 
 
 class PollServer:
@@ -291,8 +273,7 @@ def main():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 1 if FAILED else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -22,31 +22,12 @@ import sys
 import threading
 import time
 
+from checks import check, run_check, summary
+
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ws6455"
-PASSED = 0
-FAILED = 0
 SERVERS = []
 FIELDS = ["msgs_per_s", "MiB_per_s", "p50_us", "p99_us", "p999_us", "max_us", "errors", "connections",
           "connect_failures", "cpu_us_per_msg", "msgs", "seconds"]
-
-
-def check(name, ok, detail=""):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print(f"ok   {name}")
-    else:
-        FAILED += 1
-        print(f"FAIL {name} {detail}")
-    sys.stdout.flush()
-
-
-def run_check(name, fn, *args):
-    """Runs one test function; an exception is a failure, not the end of the run."""
-    try:
-        fn(*args)
-    except Exception as e:  # noqa: BLE001 - report and go on
-        check(name, False, f"{type(e).__name__}: {e}")
 
 
 class Server:
@@ -378,8 +359,7 @@ def main():
     finally:
         for s in SERVERS:
             s.stop()
-    print(f"{PASSED} passed, {FAILED} failed")
-    sys.exit(1 if FAILED else 0)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

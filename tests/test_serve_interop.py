@@ -30,30 +30,11 @@ import wsproto
 import wsproto.events as wse
 from wsproto.extensions import PerMessageDeflate
 
+from checks import check, run_check, summary
+
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ws6455"
 SERVE_ARGS = sys.argv[2:]
-PASSED = 0
-FAILED = 0
 SERVERS = []
-
-
-def check(name, ok, detail=""):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print(f"ok   {name}")
-    else:
-        FAILED += 1
-        print(f"FAIL {name} {detail}")
-    sys.stdout.flush()
-
-
-def run_check(name, fn, *args):
-    """Runs one test function; an exception is a failure, not the end of the run."""
-    try:
-        fn(*args)
-    except Exception as e:  # noqa: BLE001 - report and go on
-        check(name, False, f"{type(e).__name__}: {e}")
 
 
 class Server:
@@ -742,8 +723,7 @@ def main():
     finally:
         for s in SERVERS:
             s.stop()
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 1 if FAILED else 0
+    return summary()
 
 
 if __name__ == "__main__":

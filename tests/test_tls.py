@@ -40,35 +40,17 @@ import time
 
 import websockets
 
+from checks import check, run_check, summary
+
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = "/tmp/ws6455-node"
-PASSED = 0
-FAILED = 0
 SERVERS = []
 TMP = tempfile.mkdtemp(prefix="ws6455-tls-")
 # RSS growth allowed over the leak rounds; under ASan its quarantine holds freed memory.
 RSS_SLACK_KIB = 16384 if "ASAN_OPTIONS" in os.environ else 4096
 VARIANTS = [["--backend", "epoll"], ["--backend", "io_uring"], ["--backend", "io_uring", "--threads", "2"],
             ["--backend", "epoll", "--threads", "2"]]
-
-
-def check(name, ok, detail=""):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print(f"ok   {name}")
-    else:
-        FAILED += 1
-        print(f"FAIL {name} {detail}")
-    sys.stdout.flush()
-
-
-def run_check(name, fn, *args):
-    try:
-        fn(*args)
-    except Exception as e:  # noqa: BLE001 - report and go on
-        check(name, False, f"{type(e).__name__}: {e}")
 
 
 def short(s, n=400):
@@ -879,8 +861,7 @@ def main():
     run_check("[io_uring] Chromium over https + wss", test_chromium, "io_uring", cert, key)
     for backend in ("epoll", "io_uring"):
         run_check(f"[{backend}] load wss://", test_load, backend, ca, cert, key)
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 1 if FAILED else 0
+    return summary()
 
 
 if __name__ == "__main__":
