@@ -1082,3 +1082,77 @@ TEST_CASE_TEMPLATE("io: graceful stop sends 1001 to every connection and run() r
   CHECK(h.closes.load() == n);
   CHECK(srv.stats().connections == 0);
 }
+
+// ------------------------------------------------------------------ plain HTTP answers
+
+namespace {
+
+// on_http answers with a content type from the application: CR/LF in it would
+// split the response (header injection), so the adapter refuses it (500).
+struct http_app final : io::handler {
+  std::string content_type;
+  bool on_http(const ws6455::http_request&, io::http_reply& reply) override {
+    reply.status = 200;
+    reply.content_type = content_type;
+    reply.body = "<p>page</p>";
+    return true;
+  }
+};
+
+// Sends `request` on a new connection, returns everything until the server closes.
+std::string http_exchange(std::uint16_t port, std::string_view request) {
+  const int fd = tcp_connect(port);
+  if (fd < 0) return {};
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("io: plain HTTP answers: the core's reason phrases, no body to HEAD, no header injection", B,
+                   IO_BACKENDS) {
+  http_app app;
+  io::server_options o;
+  o.port = 0;
+  o.backend = B::value;
+  io::server server(o, app);
+  auto port = server.listen();
+  if (!port && B::value == io::backend::io_uring) {
+    MESSAGE("io_uring unavailable: " << port.error());
+    return;
+  }
+  REQUIRE(port);
+  std::thread t([&] { (void)server.run(); });
+  watchdog dog(20s, [&] { server.request_stop(); }, "plain HTTP");
+  const std::string get = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string head = "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+  app.content_type = "text/html; charset=utf-8";
+  std::string r = http_exchange(*port, get);
+  CHECK(r.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(contains(r, "Content-Length: 11\r\n"));
+  CHECK(contains(r, "\r\n\r\n<p>page</p>"));
+  // RFC 9110 §9.3.2: the same head, no body.
+  r = http_exchange(*port, head);
+  CHECK(r.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(contains(r, "Content-Length: 11\r\n"));
+  CHECK(r.size() >= 4);
+  CHECK(r.substr(r.size() - 4) == "\r\n\r\n");
+
+  app.content_type = "text/html\r\nSet-Cookie: stolen=1";
+  r = http_exchange(*port, get);
+  CHECK(r.rfind("HTTP/1.1 500 Internal Server Error\r\n", 0) == 0);
+  CHECK_FALSE(contains(r, "Set-Cookie"));
+  CHECK_FALSE(contains(r, "<p>page</p>"));
+
+  server.request_stop();
+  t.join();
+  dog.finish();
+  CHECK_FALSE(dog.fired());
+}
