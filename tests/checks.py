@@ -1,6 +1,10 @@
-"""What every Python suite here shares: counted checks, and the closing line
-"N passed, N failed" that `./run test` and CI read."""
+"""What every Python suite here shares: counted checks, the closing line
+"N passed, N failed" that `./run test` and CI read, and reading a started
+server's first line (its "listening on ..." announcement) with a time limit."""
+import os
+import select
 import sys
+import time
 
 PASSED = 0
 FAILED = 0
@@ -29,3 +33,19 @@ def summary():
     """Prints the closing line; returns the exit status (1 on any failure)."""
     print(f"{PASSED} passed, {FAILED} failed")
     return 1 if FAILED else 0
+
+
+def first_line(proc, seconds=10):
+    """The first line `proc` writes to its stdout pipe (bytes, with its newline), or
+    what came before `seconds` passed or the pipe closed. Reads byte by byte, so
+    nothing after the line is taken from the pipe."""
+    line = b""
+    deadline = time.monotonic() + seconds
+    while not line.endswith(b"\n") and time.monotonic() < deadline:
+        r, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if r:
+            b = os.read(proc.stdout.fileno(), 1)
+            if not b:
+                break
+            line += b
+    return line

@@ -10,7 +10,6 @@ Prints "N passed, N failed"; exits 1 on any failure.
 import asyncio
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ import time
 
 import websockets
 
-from checks import check, run_check, summary
+from checks import check, first_line, run_check, summary
 
 SERVER_BIN = os.path.abspath(sys.argv[1])
 CLIENT_BIN = os.path.abspath(sys.argv[2])
@@ -37,15 +36,7 @@ class PollServer:
         env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0")
         self.proc = subprocess.Popen([SERVER_BIN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         PROCS.append(self.proc)
-        line = b""
-        deadline = time.monotonic() + 10
-        while not line.endswith(b"\n") and time.monotonic() < deadline:
-            r, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if r:
-                b = os.read(self.proc.stdout.fileno(), 1)
-                if not b:
-                    break
-                line += b
+        line = first_line(self.proc)
         m = re.match(rb"listening on ws://127\.0\.0\.1:(\d+)/\n", line)
         if not m:
             self.proc.kill()

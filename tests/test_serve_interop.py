@@ -30,7 +30,7 @@ import wsproto
 import wsproto.events as wse
 from wsproto.extensions import PerMessageDeflate
 
-from checks import check, run_check, summary
+from checks import check, first_line, run_check, summary
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ws6455"
 SERVE_ARGS = sys.argv[2:]
@@ -42,15 +42,7 @@ class Server:
         self.proc = subprocess.Popen([BIN, "serve", "--port", "0", *SERVE_ARGS, *args], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         SERVERS.append(self)
-        line = b""
-        deadline = time.monotonic() + 10
-        while not line.endswith(b"\n") and time.monotonic() < deadline:
-            r, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if r:
-                b = os.read(self.proc.stdout.fileno(), 1)
-                if not b:
-                    break
-                line += b
+        line = first_line(self.proc)
         m = re.match(rb"listening on ws://127\.0\.0\.1:(\d+)/\n", line)
         if not m:
             self.stop()

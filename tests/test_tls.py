@@ -40,7 +40,7 @@ import time
 
 import websockets
 
-from checks import check, run_check, summary
+from checks import check, first_line, run_check, summary
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -97,15 +97,7 @@ class Server:
         self.proc = subprocess.Popen([BIN, "serve", "--port", "0", "--tls-cert", cert, "--tls-key", key, *args],
                                      stdout=subprocess.PIPE, stderr=self.err)
         SERVERS.append(self)
-        line = b""
-        deadline = time.monotonic() + 10
-        while not line.endswith(b"\n") and time.monotonic() < deadline:
-            r, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if r:
-                b = os.read(self.proc.stdout.fileno(), 1)
-                if not b:
-                    break
-                line += b
+        line = first_line(self.proc)
         m = re.match(rb"listening on wss://127\.0\.0\.1:(\d+)/\n", line)
         if not m:
             self.stop()
