@@ -388,6 +388,23 @@ def test_uring_fallback():
           f"rc={r.returncode} {r.stderr!r}")
 
 
+async def chosen_protocol(url, offers):
+    async with websockets.connect(url, subprotocols=offers, ping_interval=None) as ws:
+        return ws.subprotocol
+
+
+def test_protocol_allowlist():
+    """--protocols a,b: the client's first offer that is listed wins; none listed, none chosen."""
+    srv = Server("--protocols", "chat.v1,chat.v2")
+    try:
+        got = arun(chosen_protocol(srv.url + "/", ["x", "chat.v2", "chat.v1"]))
+        check("--protocols: the client's first listed offer is chosen", got == "chat.v2", repr(got))
+        got = arun(chosen_protocol(srv.url + "/", ["x", "y"]))
+        check("--protocols: an offer with nothing listed gets no subprotocol", got is None, repr(got))
+    finally:
+        srv.stop()
+
+
 def test_chat_across_loops():
     srv = Server("--mode", "chat", "--threads", "4")
     try:
@@ -695,6 +712,7 @@ def main():
         run_check("http", test_http, srv)
         run_check("chat", test_chat, srv_chat)
         run_check("chat across loops", test_chat_across_loops)
+        run_check("subprotocol allowlist", test_protocol_allowlist)
         run_check("storage released", test_storage_released)
         run_check("io_uring fallback", test_uring_fallback)
         run_check("connect tool", test_connect_tool, srv, srv_deflate)

@@ -44,4 +44,15 @@ expected<deflate_params, std::string> parse_deflate_option(std::string_view para
   return **agreed;  // never nullopt: the header names the extension
 }
 
+std::vector<std::string> split_commas(std::string_view s) {
+  std::vector<std::string> out;
+  while (!s.empty()) {
+    const std::size_t comma = s.find(',');
+    if (comma) out.emplace_back(s.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    s.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 }  // namespace ws6455::tools

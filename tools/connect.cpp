@@ -187,12 +187,7 @@ int connect_main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (auto v = option_value(argc, argv, i, "--protocol")) {
-      for (std::string_view rest = *v; !rest.empty();) {
-        const auto comma = rest.find(',');
-        if (comma != 0) hs_opts.protocols.emplace_back(rest.substr(0, comma));
-        if (comma == std::string_view::npos) break;
-        rest.remove_prefix(comma + 1);
-      }
+      for (auto& p : split_commas(*v)) hs_opts.protocols.push_back(std::move(p));
     } else if (auto v = option_value(argc, argv, i, "--header")) {
       const auto colon = v->find(':');
       if (colon == std::string_view::npos || colon == 0) {

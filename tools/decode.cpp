@@ -148,17 +148,6 @@ void print_events(connection& c, std::span<std::byte> data, std::size_t chunk) {
   std::fwrite(out.data(), 1, out.size(), stdout);
 }
 
-std::vector<std::string> split_commas(std::string_view s) {
-  std::vector<std::string> out;
-  while (!s.empty()) {
-    const std::size_t comma = s.find(',');
-    if (comma) out.emplace_back(s.substr(0, comma));
-    if (comma == std::string_view::npos) break;
-    s.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
 struct handshake_options {
   std::vector<std::string> protocols;
   bool accept_any = false;

@@ -230,13 +230,7 @@ int serve_main(int argc, char** argv) {
       opts.threads = static_cast<unsigned>(*n);
     } else if (auto v = option_value(argc, argv, i, "--protocols")) {
       protocols.options.policy = subprotocol_policy::prefer_client;
-      protocols.options.protocols.clear();
-      for (std::string_view rest = *v; !rest.empty();) {
-        const auto comma = rest.find(',');
-        if (comma != 0) protocols.options.protocols.emplace_back(rest.substr(0, comma));
-        if (comma == std::string_view::npos) break;
-        rest.remove_prefix(comma + 1);
-      }
+      protocols.options.protocols = split_commas(*v);
     } else if (arg == "--accept-any-protocol") {
       protocols.options.policy = subprotocol_policy::accept_any;
       protocols.options.protocols.clear();
