@@ -156,8 +156,8 @@ class server : public endpoint {
   void subscribe(conn_id id, std::string_view topic);
   void unsubscribe(conn_id id, std::string_view topic);
   // Sends `m` to every member of `topic` on every loop, once each: members on the
-  // calling loop at once, the others through their loop's queue (the frame is
-  // shared, not copied). A publisher's messages reach each member in the order
+  // calling loop at once, the others through their loop's queue (one encoding,
+  // shared by the loops; each member's output gets a copy). A publisher's messages reach each member in the order
   // they were published. From a loop thread or any other thread. Returns how
   // many members on the calling loop got it.
   std::size_t publish(std::string_view topic, prepared_message m);
