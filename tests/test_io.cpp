@@ -1156,3 +1156,110 @@ TEST_CASE_TEMPLATE("io: plain HTTP answers: the core's reason phrases, no body t
   dog.finish();
   CHECK_FALSE(dog.fired());
 }
+
+// ------------------------------------------------------------------ application descriptors and timers
+
+// What a Redis or database client's asynchronous API needs from the loop it shares
+// with the WebSockets: its socket watched (level-triggered), timers, and tasks
+// posted from other threads, all run on that loop's thread.
+TEST_CASE_TEMPLATE("io: application descriptors and timers and posted tasks run on their loop", B, IO_BACKENDS) {
+  const io::backend b = B::value;
+  io::handler idle;
+  io::server srv(server_opts(b, 2), idle);
+  if (!listen_or_skip(srv, b)) return;
+  int p[2];
+  REQUIRE(pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0);
+  std::mutex mu;
+  std::vector<std::thread::id> threads;  // where the callbacks ran
+  std::atomic<int> reads{0}, eofs{0};
+  std::atomic<bool> wrong_flags{false};
+  io::endpoint::watch_id w = 0;
+  // Added before run(): it starts being watched when loop 1 starts. One byte per
+  // call: level-triggered, it is called again until the pipe is empty.
+  w = srv.watch(1, p[0], io::readable, [&](unsigned ready) {
+    if (ready != io::readable) wrong_flags = true;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      threads.push_back(std::this_thread::get_id());
+    }
+    char c;
+    const ssize_t n = ::read(p[0], &c, 1);
+    if (n == 1) ++reads;
+    if (n == 0) {  // the writer closed: a hang-up reports "readable", read() says EOF
+      ++eofs;
+      srv.unwatch(w);  // from inside its own callback
+    }
+  });
+  REQUIRE(w != 0);
+  CHECK(io::loop_of(w) == 1);
+  server_runner runner(srv);
+  watchdog wd(60s, [&] { srv.request_stop(); }, "application descriptors");
+
+  const std::string bytes(100, 'x');
+  REQUIRE(::write(p[1], bytes.data(), bytes.size()) == 100);
+  CHECK(wait_until([&] { return reads.load() == 100; }, 10s));
+
+  // No interest: bytes wait in the pipe and nothing is called; interest again: read.
+  std::atomic<bool> paused{false};
+  srv.post(1, [&] { paused = srv.rewatch(w, 0); });
+  CHECK(wait_until([&] { return paused.load(); }, 10s));
+  REQUIRE(::write(p[1], bytes.data(), 10) == 10);
+  std::this_thread::sleep_for(200ms);
+  CHECK(reads.load() == 100);
+  srv.post(1, [&] { (void)srv.rewatch(w, io::readable); });
+  CHECK(wait_until([&] { return reads.load() == 110; }, 10s));
+
+  // Timers: in deadline order, a cancelled one never runs, on the loop's thread.
+  std::vector<int> order;
+  std::atomic<bool> timers_done{false};
+  std::thread::id timer_thread;
+  srv.post(1, [&] {
+    (void)srv.call_after(1, 60ms, [&] {
+      order.push_back(3);
+      timer_thread = std::this_thread::get_id();
+      timers_done = true;
+    });
+    (void)srv.call_after(1, 20ms, [&] { order.push_back(1); });
+    const auto cancelled = srv.call_after(1, 30ms, [&] { order.push_back(99); });
+    (void)srv.call_after(1, 40ms, [&] { order.push_back(2); });
+    srv.cancel_timer(cancelled);
+  });
+  CHECK(wait_until([&] { return timers_done.load(); }, 10s));
+  std::this_thread::sleep_for(50ms);
+  CHECK(order == std::vector<int>{1, 2, 3});
+
+  // A writable watch reports writable (and only what was asked).
+  std::atomic<int> writable_calls{0};
+  io::endpoint::watch_id ww = 0;
+  srv.post(1, [&] {
+    ww = srv.watch(1, p[1], io::writable, [&](unsigned ready) {
+      if (ready != io::writable) wrong_flags = true;
+      ++writable_calls;
+      (void)srv.rewatch(ww, 0);  // once is enough: no interest, no more calls
+    });
+  });
+  CHECK(wait_until([&] { return writable_calls.load() >= 1; }, 10s));
+  std::this_thread::sleep_for(100ms);
+  CHECK(writable_calls.load() == 1);
+
+  // The writer closes: the reader is told, reads EOF and unwatches itself.
+  srv.post(1, [&] { srv.unwatch(ww); });  // unwatched before its descriptor is closed
+  std::this_thread::sleep_for(50ms);
+  ::close(p[1]);
+  CHECK(wait_until([&] { return eofs.load() == 1; }, 10s));
+  std::this_thread::sleep_for(100ms);
+  CHECK(eofs.load() == 1);
+
+  runner.stop();
+  wd.finish();
+  CHECK_FALSE(wd.fired());
+  CHECK_FALSE(wrong_flags.load());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    REQUIRE_FALSE(threads.empty());
+    CHECK(std::all_of(threads.begin(), threads.end(), [&](auto id) { return id == threads.front(); }));
+    CHECK(threads.front() != std::this_thread::get_id());
+    CHECK(timer_thread == threads.front());
+  }
+  ::close(p[0]);
+}

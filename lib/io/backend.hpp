@@ -37,6 +37,9 @@ class backend_base {
   virtual void pause_accepting(bool paused) = 0;
   // The loop's wake-up eventfd: readable means on_wake().
   virtual void add_wakeup(int fd) = 0;
+  // The loop's epoll set of application descriptors (endpoint::watch): readable
+  // means on_app_ready().
+  virtual void add_app_fd(int fd) = 0;
 
   // A new connected socket (accepted, or connected by start_connect): watch it.
   virtual void attach(conn& c) = 0;

@@ -2,6 +2,8 @@
 // connection's own loop.
 #include "io/endpoint.hpp"
 
+#include <cerrno>
+
 namespace ws6455::io {
 
 std::string_view to_string(backend b) noexcept {
@@ -44,6 +46,37 @@ std::size_t endpoint::broadcast(std::span<const conn_id> ids, const prepared_mes
   if (!impl_ || ids.empty()) return 0;
   detail::loop* l = impl_->loop_for(ids.front());
   return l ? l->broadcast(ids, m) : 0;
+}
+
+endpoint::watch_id endpoint::watch(unsigned loop, int fd, unsigned events, std::function<void(unsigned)> on_ready) {
+  detail::loop* l = impl_ ? impl_->loop_at(loop) : nullptr;
+  if (!l) {
+    errno = EINVAL;
+    return 0;
+  }
+  return l->add_watch(fd, events, std::move(on_ready));
+}
+
+bool endpoint::rewatch(watch_id w, unsigned events) {
+  detail::loop* l = impl_ ? impl_->loop_for(w) : nullptr;
+  return l && l->set_watch(w, events);
+}
+
+void endpoint::unwatch(watch_id w) {
+  if (detail::loop* l = impl_ ? impl_->loop_for(w) : nullptr) l->remove_watch(w);
+}
+
+endpoint::timer_id endpoint::call_after(unsigned loop, std::chrono::milliseconds delay, std::function<void()> fn) {
+  detail::loop* l = impl_ ? impl_->loop_at(loop) : nullptr;
+  return l ? l->add_app_timer(delay.count(), std::move(fn)) : 0;
+}
+
+void endpoint::cancel_timer(timer_id t) {
+  if (detail::loop* l = impl_ ? impl_->loop_for(t) : nullptr) l->cancel_app_timer(t);
+}
+
+void endpoint::post(unsigned loop, std::function<void()> task) {
+  if (detail::loop* l = impl_ ? impl_->loop_at(loop) : nullptr) l->post(std::move(task));
 }
 
 connection* endpoint::find(conn_id id) noexcept {

@@ -29,10 +29,9 @@ struct endpoint::impl {
   std::vector<std::unique_ptr<detail::loop>> loops;
   io::backend wanted = io::backend::automatic;
 
-  detail::loop* loop_for(conn_id id) const noexcept {
-    const unsigned i = loop_of(id);
-    return i < loops.size() ? loops[i].get() : nullptr;
-  }
+  detail::loop* loop_at(unsigned i) const noexcept { return i < loops.size() ? loops[i].get() : nullptr; }
+  // Connection, watch and timer ids carry their loop's index in the top byte.
+  detail::loop* loop_for(std::uint64_t id) const noexcept { return loop_at(loop_of(id)); }
 };
 
 }  // namespace ws6455::io

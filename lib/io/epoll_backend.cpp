@@ -25,6 +25,7 @@ constexpr int max_events = 256;
 constexpr int accepts_per_wake = 512;
 // Tags in epoll data for what is not a connection (connections carry their slot).
 constexpr std::uint64_t wake_tag = ~std::uint64_t{0};
+constexpr std::uint64_t app_tag = ~std::uint64_t{0} - 1;
 constexpr std::uint64_t listen_tag_base = ~std::uint64_t{0} - 1024;  // + index of the listener
 
 constexpr std::uint8_t registered = 1;  // in the epoll set
@@ -56,6 +57,13 @@ class epoll_backend final : public backend_base {
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = wake_tag;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+
+  void add_app_fd(int fd) override {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = app_tag;
     epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
   }
 
@@ -105,6 +113,8 @@ class epoll_backend final : public backend_base {
       const std::uint64_t tag = events_[i].data.u64;
       if (tag == wake_tag) {
         loop_.on_wake();
+      } else if (tag == app_tag) {
+        loop_.on_app_ready();
       } else if (tag >= listen_tag_base) {
         on_acceptable(listeners_[tag - listen_tag_base]);
       } else {

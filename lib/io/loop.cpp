@@ -91,6 +91,7 @@ loop::~loop() {
     if (fd >= 0) ::close(fd);
   be_.reset();  // before the wake fd: the backend may watch it
   if (wake_fd_ >= 0) ::close(wake_fd_);
+  if (app_epfd_ >= 0) ::close(app_epfd_);
 }
 
 std::string loop::start_backend(io::backend wanted, std::string* fallback_note) {
@@ -113,6 +114,7 @@ std::string loop::start_backend(io::backend wanted, std::string* fallback_note) 
     read_buf_.resize(opts_.read_buffer_size);  // io_uring reads into its own buffer ring
   }
   be_->add_wakeup(wake_fd_);
+  if (app_epfd_ >= 0) be_->add_app_fd(app_epfd_);
   for (int fd : listen_fds_) be_->add_listener(fd);
   return {};
 }
@@ -1035,11 +1037,12 @@ int loop::run() {
     service_dirty();
     if (stopping_ && (st_.connections == 0 || now_ >= stop_deadline_)) break;
     if (!stopping_ && opts_.exit_when_idle && st_.connections == 0) break;
-    std::int64_t wake = std::min(timers_.next(), accept_resume_at_);
+    std::int64_t wake = std::min({timers_.next(), accept_resume_at_, next_app_deadline()});
     if (stopping_) wake = std::min(wake, stop_deadline_);
     if (!be_->wait(wake, now_)) return -1;
     now_ = monotonic_ms();
     service_dirty();
+    run_app_timers();
     run_timers();
     service_dirty();  // output the timers produced (pings, closes)
     if (listening_paused_ && now_ >= accept_resume_at_) resume_accepting();

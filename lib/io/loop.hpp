@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -164,6 +165,15 @@ class loop {
   void request_stop() noexcept;  // async-signal-safe
   void post(std::function<void()> task);  // thread-safe
 
+  // Application descriptors and timers (endpoint::watch, call_after; loop_app.cpp).
+  // Ids carry the loop's index in their top byte. From the loop thread, or while
+  // the loop is not running.
+  std::uint64_t add_watch(int fd, unsigned events, std::function<void(unsigned)> on_ready);
+  bool set_watch(std::uint64_t id, unsigned events);
+  void remove_watch(std::uint64_t id);
+  std::uint64_t add_app_timer(std::int64_t delay_ms, std::function<void()> fn);
+  void cancel_app_timer(std::uint64_t id);
+
   // Client connections.
   expected<conn_id, std::string> connect(std::unique_ptr<client_spec> spec);
 
@@ -192,6 +202,7 @@ class loop {
   void on_write_done(conn& c, ssize_t result);
   void on_released(conn& c);
   void on_wake();
+  void on_app_ready();
   conn* slot_conn(std::uint32_t slot, std::uint32_t gen) noexcept;
   std::span<std::byte> read_buffer() noexcept { return read_buf_; }
   std::int64_t now() const noexcept { return now_; }
@@ -239,6 +250,8 @@ class loop {
   void begin_stop();
   void run_posted();
   void trim_extra(conn& c);
+  std::int64_t next_app_deadline() const noexcept;
+  void run_app_timers();
 
   unsigned index_;
   loop_options opts_;
@@ -274,6 +287,21 @@ class loop {
 
   std::mutex posted_mu_;
   std::vector<std::function<void()>> posted_;
+
+  // Application descriptors: an epoll set of their own (made on first use), which
+  // the backend watches like the wake-up eventfd; and application timers by
+  // (deadline, id).
+  struct app_watch {
+    int fd;
+    unsigned events;
+    std::function<void(unsigned)> on_ready;
+  };
+  int app_epfd_ = -1;
+  bool app_again_ = false;  // descriptors were still ready after a bounded round
+  std::uint64_t app_seq_ = 0;
+  std::unordered_map<std::uint64_t, app_watch> watches_;
+  std::map<std::pair<std::int64_t, std::uint64_t>, std::function<void()>> app_timers_;
+  std::unordered_map<std::uint64_t, std::int64_t> app_timer_at_;
 
  public:
   tls_session* tls_of(const conn& c) const noexcept { return c.tls ? tls_[c.slot].get() : nullptr; }

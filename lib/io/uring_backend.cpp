@@ -7,6 +7,7 @@
 //            connection's own output (pinned until the completion)
 //   connect  IORING_OP_CONNECT (client)
 //   wake-up  multishot poll on the loop's eventfd (stop, posted tasks, other loops)
+//   app fds  multishot poll on the loop's epoll set of application descriptors
 //   timers   the driver's heap gives the wait timeout (submit_and_wait_timeout)
 //
 // Every operation carries (op, generation, slot) in user_data. A connection is
@@ -29,7 +30,7 @@ namespace ws6455::io::detail {
 
 namespace {
 
-enum class op : std::uint8_t { accept = 1, recv, send, connect, wake, cancel };
+enum class op : std::uint8_t { accept = 1, recv, send, connect, wake, cancel, app };
 
 constexpr unsigned sq_entries = 2048;
 constexpr unsigned cq_entries = 16384;
@@ -128,7 +129,12 @@ class uring_backend final : public backend_base {
 
   void add_wakeup(int fd) override {
     wake_fd_ = fd;
-    arm_wake();
+    arm_poll(wake_fd_, op::wake);
+  }
+
+  void add_app_fd(int fd) override {
+    app_fd_ = fd;
+    arm_poll(app_fd_, op::app);
   }
 
   void attach(conn& c) override { (void)c; }  // nothing to register: reads are armed by set_reading
@@ -265,10 +271,10 @@ class uring_backend final : public backend_base {
     listeners_[i].armed = true;
   }
 
-  void arm_wake() {
+  void arm_poll(int fd, op o) {
     io_uring_sqe* sqe = get_sqe();
-    io_uring_prep_poll_multishot(sqe, wake_fd_, POLLIN);
-    io_uring_sqe_set_data64(sqe, tag(op::wake, 0, 0));
+    io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, tag(o, 0, 0));
   }
 
   void arm_recv(conn& c) {
@@ -299,7 +305,11 @@ class uring_backend final : public backend_base {
         return;  // -ENOENT (already done) or -EALREADY: the target's own completion tells
       case op::wake:
         loop_.on_wake();
-        if (!(flags & IORING_CQE_F_MORE)) arm_wake();
+        if (!(flags & IORING_CQE_F_MORE)) arm_poll(wake_fd_, op::wake);
+        return;
+      case op::app:
+        loop_.on_app_ready();
+        if (!(flags & IORING_CQE_F_MORE)) arm_poll(app_fd_, op::app);
         return;
       case op::accept:
         return on_accept(slot, res, flags);
@@ -383,6 +393,7 @@ class uring_backend final : public backend_base {
   std::size_t br_bytes_ = 0;
   std::byte* bufs_ = nullptr;
   int wake_fd_ = -1;
+  int app_fd_ = -1;
   bool accept_paused_ = false;
   std::vector<listener> listeners_;
   std::vector<std::unique_ptr<send_op>> sends_;

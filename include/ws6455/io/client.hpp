@@ -79,6 +79,7 @@ class client : public endpoint {
   void request_stop() noexcept;
   // Runs `task` on the loop thread soon (thread-safe; FIFO).
   void post(std::function<void()> task);
+  using endpoint::post;
 };
 
 }  // namespace ws6455::io

@@ -3,8 +3,10 @@
 // connection.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string_view>
 
@@ -26,6 +28,11 @@ constexpr unsigned loop_of(conn_id id) noexcept { return static_cast<unsigned>(i
 // one line on stderr saying why).
 enum class backend : std::uint8_t { automatic, epoll, io_uring };
 std::string_view to_string(backend b) noexcept;
+
+// What an application descriptor is watched for (endpoint::watch), and what it is
+// ready for.
+inline constexpr unsigned readable = 1;
+inline constexpr unsigned writable = 2;
 
 // Counters of one endpoint (summed over its loops). Safe to read from any thread.
 struct io_stats {
@@ -71,6 +78,28 @@ class endpoint {
   backend active_backend() const noexcept;
   // How the connection's bytes are carried: "tcp", "user-space TLS", or "" when unknown.
   std::string_view transport(conn_id id) const noexcept;
+
+  // Application work on a loop, between its connections' events: descriptors to
+  // watch (a Redis or database client's socket, driven the way hiredis' libevent
+  // and libuv adapters drive it), timers, and tasks from other threads. `loop` is
+  // 0 .. threads-1 (a client has loop 0). watch, rewatch, unwatch, call_after and
+  // cancel_timer are made on that loop's thread (a callback, a posted task, a timer)
+  // or while the loop is not running (before run(), after it returned).
+  using watch_id = std::uint64_t;  // 0: failed (errno says why)
+  // Level-triggered: on_ready(readable | writable, as far as asked) is called while
+  // the descriptor is ready for what `events` asks. An error or a hang-up reports
+  // what was asked, so the owner's own read or write finds it. The descriptor stays
+  // the caller's: unwatch before closing it.
+  watch_id watch(unsigned loop, int fd, unsigned events, std::function<void(unsigned ready)> on_ready);
+  bool rewatch(watch_id w, unsigned events);  // 0: none for now (the watch stays)
+  void unwatch(watch_id w);
+  using timer_id = std::uint64_t;
+  // Once, after `delay` (monotonic clock, millisecond resolution).
+  timer_id call_after(unsigned loop, std::chrono::milliseconds delay, std::function<void()> fn);
+  void cancel_timer(timer_id t);  // a timer that already ran, or 0: nothing happens
+  // Runs `task` on the loop's thread soon. Thread-safe; one loop runs its tasks in
+  // the order they were posted.
+  void post(unsigned loop, std::function<void()> task);
 
   struct impl;  // lib/io/endpoint.hpp
 
