@@ -10,11 +10,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <optional>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
+#include "chat.hpp"
 #include "cli_options.hpp"
+#include "page.hpp"
 #include "ws6455/io/server.hpp"
 
 namespace ws6455::tools {
@@ -27,8 +29,15 @@ constexpr const char* serve_usage =
     "                    [--max-message N] [--idle-timeout S] [--ping-interval S]\n"
     "                    [--handshake-timeout S] [--close-timeout S]\n"
     "                    [--tls-cert FILE --tls-key FILE [--tls-sni CERT,KEY]...]\n"
+    "                    [--redis redis://[:PASSWORD@]HOST[:PORT][/DB] [--redis-channel-prefix P]\n"
+    "                     [--redis-max-pending BYTES]] [--instance ID]\n"
     "  echo: every text or binary message is sent back (any path)\n"
-    "  chat: ws://HOST:PORT/chat/ROOM (or /?room=ROOM; default room 'lobby'): messages go to the room\n"
+    "  chat: JSON rooms (docs/chat.md): ws://HOST:PORT/chat/ROOM joins ROOM, /chat or /?room=ROOM;\n"
+    "    ?name=NAME; GET /stats answers counters as JSON. --max-message bounds a message's content\n"
+    "    (default 64 KiB). --redis: rooms span every instance on that Redis (pub/sub channels\n"
+    "    PREFIX+ROOM, default prefix 'ws6455:chat:'); publications awaiting Redis are bounded by\n"
+    "    --redis-max-pending (default 16 MiB; dropped and counted past it). --instance: this\n"
+    "    process's id in message ids and Redis tags (default: random)\n"
     "  GET or HEAD / without an upgrade answers a test page; other plain requests get 404.\n"
     "  --backend: auto (default) uses io_uring where the kernel allows it, else epoll (and says so)\n"
     "  --threads: loops, one per thread, sharing the port (SO_REUSEPORT); 0 = one per core; default 1\n"
@@ -44,75 +53,15 @@ constexpr const char* serve_usage =
     "    open ones stay. --tls-sni CERT,KEY (repeatable): more certificates, each served to the\n"
     "    clients that ask for one of its names (SNI); others get --tls-cert's.\n";
 
-// The test page: connects back to the server it came from. @PATH@ is the default path.
-constexpr const char* page_template = R"html(<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ws6455</title><link rel="icon" href="data:,">
-<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:50em}#log{border:1px solid #ccc;margin-bottom:.5em;
-height:20em;overflow:auto;padding:.5em;white-space:pre-wrap;font-family:monospace}input{font:inherit}</style>
-</head><body>
-<h1>ws6455 @MODE@</h1>
-<p>Path <input id="path" value="@PATH@" size="30"> <button id="connect">connect</button>
-<button id="close" disabled>close</button></p>
-<div id="log"></div>
-<form id="form"><input id="text" size="50" autocomplete="off" placeholder="message" disabled>
-<button id="send" disabled>send</button></form>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-let ws = null;
-function log(s) { const d = $("log"); d.textContent += s + "\n"; d.scrollTop = d.scrollHeight; }
-function ui(open) { $("text").disabled = $("send").disabled = $("close").disabled = !open; $("connect").disabled = open; }
-$("connect").onclick = () => {
-  $("connect").disabled = true;  // one socket at a time, even on a double click
-  if (ws) ws.close();
-  let path = $("path").value;
-  if (!path.startsWith("/")) path = "/" + path;
-  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
-  try { ws = new WebSocket(url); } catch (err) { log("-- error " + err.message); ui(false); return; }
-  ws.onopen = () => { log("-- open " + url); ui(true); $("text").focus(); };
-  ws.onmessage = (e) => log("<< " + (typeof e.data === "string" ? e.data : "[binary]"));
-  ws.onclose = (e) => { log("-- close " + e.code + " " + e.reason); ui(false); };
-  ws.onerror = () => log("-- error");
-};
-$("close").onclick = () => ws && ws.close(1000, "bye");
-$("form").onsubmit = (e) => { e.preventDefault(); if (ws && $("text").value) { ws.send($("text").value); log(">> " + $("text").value); $("text").value = ""; } };
-</script></body></html>
-)html";
-
-std::string make_page(bool chat) {
-  std::string page = page_template;
-  auto put = [&](std::string_view key, std::string_view value) {
-    const auto at = page.find(key);
-    if (at != std::string::npos) page.replace(at, key.size(), value);
-  };
-  put("@MODE@", chat ? "chat" : "echo");
-  put("@PATH@", chat ? "/chat/lobby" : "/");
-  return page;
-}
-
-// Chat rooms are the server's topics, which span loops (--threads): a message is
-// encoded once and reaches every member, on whichever loop, once.
-class app final : public io::handler {
+// The echo server: every message goes back to its sender.
+class echo_app final : public io::handler {
  public:
-  app(bool chat, std::string page, io::upgrade_reply protocols)
-      : chat_(chat), page_(std::move(page)), protocols_(std::move(protocols)) {}
+  echo_app(std::string page, io::upgrade_reply protocols) : page_(std::move(page)), protocols_(std::move(protocols)) {}
   io::server* server = nullptr;
 
-  void on_open(io::conn_id id, const http_request& req, io::upgrade_reply& reply) override {
+  void on_open(io::conn_id, const http_request&, io::upgrade_reply& reply) override {
     reply.options.policy = protocols_.options.policy;
     reply.options.protocols = protocols_.options.protocols;
-    if (!chat_) return;
-    std::string name;
-    if (req.path().starts_with("/chat/") && req.path().size() > 6) {
-      name = percent_decode(req.path().substr(6));
-    } else if (req.path() == "/" || req.path() == "/chat") {
-      name = req.query_param("room").value_or("lobby");
-    } else {
-      reply.reject(404, "no such room path: use /chat/ROOM\n");
-      return;
-    }
-    server->subscribe(id, name);
-    server->set_user_data(id, new std::string(std::move(name)));  // this connection's room
   }
 
   bool on_http(const http_request& req, io::http_reply& reply) override {
@@ -128,24 +77,13 @@ class app final : public io::handler {
   }
 
   void on_message(io::conn_id id, const event& ev) override {
-    if (chat_) {
-      const auto* room = static_cast<const std::string*>(server->user_data(id));
-      if (!room) return;
-      server->publish(*room, prepared_message(ev.type == event_type::text ? opcode::text : opcode::binary, ev.data));
-      return;
-    }
     const send_result s = ev.type == event_type::text ? server->send_text(id, ev.text(), /*trusted_utf8=*/true)
                                                       : server->send_binary(id, ev.data);
     // Past max_write_buffer_size: the peer does not read its echoes; give up on it.
     if (s == send_result::backpressure) (void)server->close(id, 1008, "output buffer full");
   }
 
-  void on_close(io::conn_id id, std::uint16_t, std::string_view) override {
-    delete static_cast<std::string*>(server->user_data(id));  // topics are left by the server
-  }
-
  private:
-  bool chat_;
   std::string page_;
   io::upgrade_reply protocols_;
 };
@@ -195,6 +133,9 @@ int serve_main(int argc, char** argv) {
   io::upgrade_reply protocols;
   protocols.options.policy = subprotocol_policy::accept_any;
   bool chat = false;
+  std::optional<std::size_t> max_message;
+  chat_options chat_opts;
+  std::string redis_url;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     auto seconds = [&](std::string_view name, std::chrono::milliseconds& out) {
@@ -236,10 +177,25 @@ int serve_main(int argc, char** argv) {
       protocols.options.protocols.clear();
     } else if (auto v = option_value(argc, argv, i, "--max-message")) {
       auto n = parse_size(*v);
-      if (!n || *n == 0) { std::fprintf(stderr, "ws6455 serve: --max-message takes a positive number\n"); return 2; }
-      opts.ws.max_message_size = *n;
-      opts.ws.max_frame_size = std::min(opts.ws.max_frame_size, *n);
-      opts.ws.max_write_buffer_size = std::max<std::size_t>(opts.ws.max_write_buffer_size, 2 * *n + 64);
+      if (!n || *n == 0 || *n > (std::size_t{1} << 40)) {
+        std::fprintf(stderr, "ws6455 serve: --max-message takes a positive number\n");
+        return 2;
+      }
+      max_message = *n;
+    } else if (auto v = option_value(argc, argv, i, "--redis")) {
+      redis_url = std::string(*v);
+    } else if (auto v = option_value(argc, argv, i, "--redis-channel-prefix")) {
+      chat_opts.redis_options.channel_prefix = std::string(*v);
+    } else if (auto v = option_value(argc, argv, i, "--redis-max-pending")) {
+      auto n = parse_size(*v);
+      if (!n || *n == 0) { std::fprintf(stderr, "ws6455 serve: --redis-max-pending takes a positive number\n"); return 2; }
+      chat_opts.redis_options.max_pending = *n;
+    } else if (auto v = option_value(argc, argv, i, "--instance")) {
+      if (v->empty() || v->size() > 64 || v->find_first_of("\n\r ") != std::string_view::npos) {
+        std::fprintf(stderr, "ws6455 serve: --instance takes 1 to 64 bytes, no spaces or line breaks\n");
+        return 2;
+      }
+      chat_opts.instance = std::string(*v);
     } else if (auto v = option_value(argc, argv, i, "--tls-cert")) {
       opts.tls.cert_file = std::string(*v);
     } else if (auto v = option_value(argc, argv, i, "--tls-key")) {
@@ -273,15 +229,44 @@ int serve_main(int argc, char** argv) {
     return 2;
   }
   const bool tls = !opts.tls.cert_file.empty();
+  if (!redis_url.empty() && !chat) {
+    std::fprintf(stderr, "ws6455 serve: --redis is for --mode chat\n");
+    return 2;
+  }
+  if (!redis_url.empty()) {
+    auto url = parse_redis_url(redis_url);
+    if (!url) {
+      std::fprintf(stderr, "ws6455 serve: --redis: %s\n", url.error().c_str());
+      return 2;
+    }
+    chat_opts.redis = true;
+    chat_opts.redis_options.url = std::move(*url);
+  }
+  if (chat) {
+    // --max-message bounds a chat message's content; the frame layer lets its JSON
+    // envelope through (escapes may take 6 bytes a byte, plus the other fields).
+    chat_opts.max_content = max_message.value_or(64u << 10);
+    opts.ws.max_message_size = std::min<std::size_t>(opts.ws.max_message_size, 6 * chat_opts.max_content + 4096);
+    opts.ws.max_frame_size = std::min(opts.ws.max_frame_size, opts.ws.max_message_size);
+    if (chat_opts.instance.empty()) chat_opts.instance = random_instance_id();
+    chat_opts.protocols = protocols;
+  } else if (max_message) {
+    opts.ws.max_message_size = *max_message;
+    opts.ws.max_frame_size = std::min(opts.ws.max_frame_size, *max_message);
+    opts.ws.max_write_buffer_size = std::max<std::size_t>(opts.ws.max_write_buffer_size, 2 * *max_message + 64);
+  }
 
-  app handler(chat, make_page(chat), std::move(protocols));
+  echo_app echo(make_page(false), std::move(protocols));
+  chat_app chat_handler(std::move(chat_opts), make_page(true));
+  io::handler& handler = chat ? static_cast<io::handler&>(chat_handler) : echo;
   io::server server(opts, handler);
-  handler.server = &server;
+  echo.server = &server;
   auto port = server.listen();
   if (!port) {
     std::fprintf(stderr, "ws6455 serve: %s\n", port.error().c_str());
     return 1;
   }
+  if (chat) chat_handler.attach(server);  // Redis connects once loop 0 runs
   g_server = &server;
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
@@ -309,6 +294,7 @@ int serve_main(int argc, char** argv) {
   std::fflush(stdout);
   const int rc = server.run();
   g_server = nullptr;
+  chat_handler.stop();  // Redis: after the loops, whose thread (this one) drove it
   if (reloader.joinable()) {
     quit_reload = true;
     reloader.join();

@@ -1,0 +1,72 @@
+// The chat application of `ws6455 serve --mode chat` (docs/chat.md): JSON messages,
+// rooms that span the server's loops (its topics) and, with Redis, processes and
+// hosts (redis_bus, driven by loop 0).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "redis_bus.hpp"
+#include "ws6455/io/server.hpp"
+
+namespace ws6455::tools {
+
+struct chat_options {
+  std::string instance;              // names this process in message ids and Redis tags
+  std::size_t max_content = 64u << 10;
+  bool redis = false;
+  redis_bus::options redis_options;  // with redis
+  io::upgrade_reply protocols;       // the subprotocol policy
+};
+
+class chat_app final : public io::handler {
+ public:
+  chat_app(chat_options o, std::string page);
+  ~chat_app() override;
+
+  // Before server.run(): the Redis bus (if any) is made on loop 0 and connects
+  // when that loop runs. After run() returned: stop().
+  void attach(io::server& server);
+  void stop();
+
+  void on_open(io::conn_id id, const http_request& req, io::upgrade_reply& reply) override;
+  bool on_http(const http_request& req, io::http_reply& reply) override;
+  void on_message(io::conn_id id, const event& ev) override;
+  void on_close(io::conn_id id, std::uint16_t code, std::string_view reason) override;
+
+ private:
+  struct member {
+    std::string name;
+    std::vector<std::string> rooms;
+    bool in(std::string_view room) const;
+  };
+
+  void join(io::conn_id id, member& m, const std::string& room);
+  void joined(io::conn_id id, const std::string& room);
+  void leave(io::conn_id id, member& m, const std::string& room);
+  void to_room(const std::string& room, const std::string& json);
+  void error(io::conn_id id, std::string_view reason);
+  std::string stats_json() const;
+
+  chat_options o_;
+  std::string page_;
+  io::server* server_ = nullptr;
+  std::unique_ptr<redis_bus> bus_;  // loop 0's
+  std::atomic<std::uint64_t> next_id_{1};
+  std::atomic<std::uint64_t> next_guest_{1};
+
+  // Who is in which room on this instance (every loop), for `members`.
+  mutable std::mutex directory_mu_;
+  std::unordered_map<std::string, std::unordered_map<std::string, unsigned>> directory_;
+};
+
+// A random instance id: 8 hex digits.
+std::string random_instance_id();
+
+}  // namespace ws6455::tools

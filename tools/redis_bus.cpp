@@ -1,0 +1,332 @@
+#include "redis_bus.hpp"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+
+#include "hiredis_loop.hpp"
+
+namespace ws6455::tools {
+
+namespace {
+
+constexpr std::int64_t backoff_first_ms = 100;
+constexpr std::int64_t backoff_max_ms = 5000;
+constexpr std::int64_t dropped_log_every_ms = 10'000;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string_view str_of(const redisReply* r) {
+  return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR)
+             ? std::string_view(r->str, r->len)
+             : std::string_view();
+}
+
+}  // namespace
+
+expected<redis_url, std::string> parse_redis_url(std::string_view url) {
+  constexpr std::string_view scheme = "redis://";
+  if (!url.starts_with(scheme)) return unexpected<std::string>{"not a redis:// URL"};
+  url.remove_prefix(scheme.size());
+  redis_url out;
+  if (const auto at = url.rfind('@'); at != std::string_view::npos) {
+    std::string_view auth = url.substr(0, at);  // [USER]:PASSWORD; the user is not supported (AUTH PASSWORD)
+    url.remove_prefix(at + 1);
+    const auto colon = auth.find(':');
+    if (colon == std::string_view::npos || colon != 0) return unexpected<std::string>{"credentials are :PASSWORD@"};
+    out.password = std::string(auth.substr(1));
+  }
+  std::string_view db;
+  if (const auto slash = url.find('/'); slash != std::string_view::npos) {
+    db = url.substr(slash + 1);
+    url = url.substr(0, slash);
+  }
+  std::string_view port;
+  if (const auto colon = url.rfind(':'); colon != std::string_view::npos && url.find(']') == std::string_view::npos) {
+    port = url.substr(colon + 1);
+    url = url.substr(0, colon);
+  }
+  if (url.empty()) return unexpected<std::string>{"no host"};
+  out.host = std::string(url);
+  auto number = [](std::string_view s, int max, int& v) {
+    const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    return r.ec == std::errc() && r.ptr == s.data() + s.size() && v >= 0 && v <= max;
+  };
+  if (!port.empty() && (!number(port, 65535, out.port) || out.port == 0))
+    return unexpected<std::string>{"bad port"};
+  if (!db.empty() && !number(db, 1 << 20, out.db)) return unexpected<std::string>{"bad database number"};
+  return out;
+}
+
+redis_bus::redis_bus(io::endpoint& ep, options o, on_message_fn on_message)
+    : ep_(ep), o_(std::move(o)), on_message_(std::move(on_message)) {}
+
+redis_bus::~redis_bus() { stop(); }
+
+void redis_bus::start() {
+  stopped_ = false;
+  connect();
+}
+
+void redis_bus::stop() {
+  stopped_ = true;
+  if (retry_timer_) ep_.cancel_timer(retry_timer_);
+  retry_timer_ = 0;
+  // Null first: the disconnect callbacks of a context being freed see it is not ours.
+  for (redisAsyncContext** ac : {&pub_, &sub_}) {
+    if (redisAsyncContext* c = *ac) {
+      *ac = nullptr;
+      redisAsyncFree(c);  // pending PUBLISH callbacks run with no reply: counted lost
+    }
+  }
+  up_ = pub_up_ = sub_up_ = false;
+  stats_.connected = false;
+  rooms_.clear();
+}
+
+void redis_bus::connect() {
+  retry_timer_ = 0;
+  if (stopped_) return;
+  for (redisAsyncContext** slot : {&pub_, &sub_}) {
+    redisAsyncContext* ac = redisAsyncConnect(o_.url.host.c_str(), o_.url.port);
+    if (!ac || ac->err) {
+      const std::string why = ac ? ac->errstr : "out of memory";
+      if (ac) redisAsyncFree(ac);
+      return lose_connection(why.c_str());
+    }
+    ac->data = this;
+    if (attach_hiredis(ac, ep_, o_.loop) != REDIS_OK) {
+      redisAsyncFree(ac);
+      return lose_connection("cannot watch its socket");
+    }
+    redisAsyncSetConnectCallback(ac, connect_cb);
+    redisAsyncSetDisconnectCallback(ac, disconnect_cb);
+    *slot = ac;
+    if (!o_.url.password.empty())
+      redisAsyncCommand(ac, auth_cb, this, "AUTH %b", o_.url.password.data(), o_.url.password.size());
+  }
+  // Pub/sub channels are not scoped by database; SELECT is for whatever else shares the connection.
+  if (o_.url.db != 0) redisAsyncCommand(pub_, nullptr, nullptr, "SELECT %d", o_.url.db);
+}
+
+void redis_bus::auth_cb(redisAsyncContext* ac, void* reply, void* priv) {
+  auto* r = static_cast<redisReply*>(reply);
+  if (!r || r->type != REDIS_REPLY_ERROR) return;
+  (void)priv;
+  std::fprintf(stderr, "ws6455 serve: redis: AUTH refused: %.*s\n", static_cast<int>(r->len), r->str);
+  redisAsyncDisconnect(ac);  // then the disconnect callback retries later
+}
+
+void redis_bus::connect_cb(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<redis_bus*>(ac->data);
+  self->on_connected(const_cast<redisAsyncContext*>(ac), status == REDIS_OK);
+}
+
+void redis_bus::disconnect_cb(const redisAsyncContext* ac, int) {
+  auto* self = static_cast<redis_bus*>(ac->data);
+  self->on_disconnected(const_cast<redisAsyncContext*>(ac));
+}
+
+void redis_bus::on_connected(redisAsyncContext* ac, bool ok) {
+  if (!ok) {
+    // hiredis frees the context after this callback.
+    const std::string why = ac->errstr;
+    if (ac == pub_) pub_ = nullptr;
+    if (ac == sub_) sub_ = nullptr;
+    return lose_connection(why.c_str());
+  }
+  if (ac == pub_) pub_up_ = true;
+  if (ac == sub_) sub_up_ = true;
+  if (!pub_up_ || !sub_up_) return;
+  up_ = true;
+  stats_.connected = true;
+  backoff_ms_ = backoff_first_ms;
+  if (ever_up_) {
+    ++stats_.reconnects;
+    std::fprintf(stderr,
+                 "ws6455 serve: redis: back after %.1f s; messages for other instances lost meanwhile: %llu\n",
+                 static_cast<double>(now_ms() - down_since_) / 1000.0,
+                 static_cast<unsigned long long>(stats_.lost - lost_at_down_));
+  } else {
+    std::fprintf(stderr, "ws6455 serve: redis: connected to %s:%d\n", o_.url.host.c_str(), o_.url.port);
+  }
+  ever_up_ = true;
+  said_down_ = false;
+  for (auto& [room, s] : rooms_)
+    if (s.refs > 0 && s.state == sub_state::none) send_subscribe(room, s);
+}
+
+void redis_bus::on_disconnected(redisAsyncContext* ac) {
+  // hiredis frees `ac` after this callback.
+  if (ac == pub_) pub_ = nullptr;
+  else if (ac == sub_) sub_ = nullptr;
+  else return;  // one we are freeing ourselves
+  lose_connection(ac->err ? ac->errstr : "closed");
+}
+
+void redis_bus::lose_connection(const char* why) {
+  if (up_) {
+    up_ = false;
+    stats_.connected = false;
+    down_since_ = now_ms();
+    lost_at_down_ = stats_.lost;
+    std::fprintf(stderr,
+                 "ws6455 serve: redis: connection lost (%s); local delivery goes on, messages for other instances "
+                 "are lost until it is back; reconnecting\n",
+                 why);
+    said_down_ = true;
+  } else if (!said_down_) {
+    if (!ever_up_) down_since_ = now_ms();
+    std::fprintf(stderr, "ws6455 serve: redis: cannot connect to %s:%d (%s); retrying\n", o_.url.host.c_str(),
+                 o_.url.port, why);
+    said_down_ = true;
+  }
+  pub_up_ = sub_up_ = false;
+  // Subscriptions are gone with the connection: members waiting for one are told
+  // now (local delivery only), and every room with members subscribes again later.
+  for (auto it = rooms_.begin(); it != rooms_.end();) {
+    room_sub& s = it->second;
+    s.state = sub_state::none;
+    auto waiting = std::move(s.waiting);
+    s.waiting.clear();
+    for (auto& ready : waiting) ready();
+    it = s.refs == 0 ? rooms_.erase(it) : std::next(it);
+  }
+  retry_later();
+}
+
+void redis_bus::retry_later() {
+  if (stopped_ || retry_timer_) return;
+  retry_timer_ = ep_.call_after(o_.loop, std::chrono::milliseconds(backoff_ms_), [this] {
+    retry_timer_ = 0;
+    // Whichever connection is still there goes too: both are made again together.
+    for (redisAsyncContext** ac : {&pub_, &sub_}) {
+      if (redisAsyncContext* c = *ac) {
+        *ac = nullptr;
+        redisAsyncFree(c);
+      }
+    }
+    connect();
+  });
+  backoff_ms_ = std::min(backoff_ms_ * 2, backoff_max_ms);
+}
+
+void redis_bus::note_lost(std::uint64_t n) { stats_.lost += n; }
+
+void redis_bus::publish(std::string_view room, std::string_view payload) {
+  if (!up_) return note_lost(1);
+  const std::size_t bytes = o_.instance.size() + 1 + payload.size();
+  if (pending_bytes_ + bytes > o_.max_pending) {
+    ++stats_.dropped;
+    if (const std::int64_t t = now_ms(); t - dropped_said_at_ >= dropped_log_every_ms) {
+      dropped_said_at_ = t;
+      std::fprintf(stderr,
+                   "ws6455 serve: redis: too slow: %zu bytes await acknowledgement; dropping publications (%llu so "
+                   "far)\n",
+                   pending_bytes_, static_cast<unsigned long long>(stats_.dropped.load()));
+    }
+    return;
+  }
+  std::string channel = o_.channel_prefix;
+  channel += room;
+  std::string body;
+  body.reserve(bytes);
+  body += o_.instance;
+  body += '\n';
+  body += payload;
+  if (redisAsyncCommand(pub_, publish_cb, reinterpret_cast<void*>(static_cast<std::uintptr_t>(bytes)),
+                        "PUBLISH %b %b", channel.data(), channel.size(), body.data(), body.size()) != REDIS_OK)
+    return note_lost(1);
+  pending_bytes_ += bytes;
+}
+
+void redis_bus::publish_cb(redisAsyncContext* ac, void* reply, void* priv) {
+  auto* self = static_cast<redis_bus*>(ac->data);
+  self->on_publish_reply(reply, static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(priv)));
+}
+
+void redis_bus::on_publish_reply(void* reply, std::size_t bytes) {
+  pending_bytes_ -= std::min(bytes, pending_bytes_);
+  const auto* r = static_cast<const redisReply*>(reply);
+  // No reply: the connection broke before Redis answered; whether it went out is unknown.
+  if (r && r->type == REDIS_REPLY_INTEGER) ++stats_.published;
+  else note_lost(1);
+}
+
+void redis_bus::ref(const std::string& room, std::function<void()> ready) {
+  room_sub& s = rooms_[room];
+  ++s.refs;
+  if (!up_ || s.state == sub_state::subscribed) return ready();
+  s.waiting.push_back(std::move(ready));
+  if (s.state == sub_state::none) send_subscribe(room, s);
+  // subscribing: the reply runs it; unsubscribing: the reply subscribes again.
+}
+
+void redis_bus::unref(const std::string& room) {
+  auto it = rooms_.find(room);
+  if (it == rooms_.end() || it->second.refs == 0) return;
+  room_sub& s = it->second;
+  if (--s.refs > 0) return;
+  s.waiting.clear();  // members that left meanwhile
+  if (s.state == sub_state::subscribed && up_) send_unsubscribe(room, s);
+  else if (s.state == sub_state::none) rooms_.erase(it);
+  // subscribing: the reply unsubscribes; unsubscribing: already on its way.
+}
+
+// One command per channel in flight at most: hiredis 0.14 keeps one callback per
+// channel, and an UNSUBSCRIBE answered after a newer SUBSCRIBE would remove it.
+void redis_bus::send_subscribe(const std::string& room, room_sub& s) {
+  const std::string channel = o_.channel_prefix + room;
+  if (redisAsyncCommand(sub_, sub_cb, this, "SUBSCRIBE %b", channel.data(), channel.size()) == REDIS_OK)
+    s.state = sub_state::subscribing;
+}
+
+void redis_bus::send_unsubscribe(const std::string& room, room_sub& s) {
+  const std::string channel = o_.channel_prefix + room;
+  if (redisAsyncCommand(sub_, sub_cb, this, "UNSUBSCRIBE %b", channel.data(), channel.size()) == REDIS_OK)
+    s.state = sub_state::unsubscribing;
+}
+
+void redis_bus::sub_cb(redisAsyncContext*, void* reply, void* priv) {
+  static_cast<redis_bus*>(priv)->on_sub_reply(reply);
+}
+
+void redis_bus::on_sub_reply(void* reply) {
+  const auto* r = static_cast<const redisReply*>(reply);
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;  // null: the connection is going
+  const std::string_view kind = str_of(r->element[0]);
+  std::string_view channel = str_of(r->element[1]);
+  if (!channel.starts_with(o_.channel_prefix)) return;
+  const std::string room(channel.substr(o_.channel_prefix.size()));
+  if (kind == "message") {
+    const std::string_view body = str_of(r->element[2]);
+    const auto nl = body.find('\n');
+    if (nl == std::string_view::npos) return;
+    if (body.substr(0, nl) == o_.instance) return;  // ours: delivered locally already
+    ++stats_.received;
+    on_message_(room, body.substr(nl + 1));
+    return;
+  }
+  auto it = rooms_.find(room);
+  if (it == rooms_.end()) return;
+  room_sub& s = it->second;
+  if (kind == "subscribe" && s.state == sub_state::subscribing) {
+    s.state = sub_state::subscribed;
+    if (s.refs == 0) return send_unsubscribe(room, s);
+    auto waiting = std::move(s.waiting);
+    s.waiting.clear();
+    for (auto& ready : waiting) ready();
+  } else if (kind == "unsubscribe" && s.state == sub_state::unsubscribing) {
+    s.state = sub_state::none;
+    if (s.refs > 0) send_subscribe(room, s);
+    else rooms_.erase(it);
+  }
+}
+
+}  // namespace ws6455::tools
