@@ -990,18 +990,29 @@ std::span<const std::byte> connection::pending_output() const noexcept {
   return {out_.get() + out_head_, std::size_t{out_size_} - out_head_};
 }
 
+void connection::pin_output() noexcept {
+  // One asynchronous write at a time: the one before has completed, so storage
+  // retired while it was in flight is read by nobody now. Keeping it would leave the
+  // storage this write reads unprotected at the next grow (only one is retired).
+  drop_retired_output();
+  out_pinned_ = out_size_ - out_head_;
+}
+
+void connection::drop_retired_output() noexcept {
+  if (!ext_ || !ext_->out_retired) return;
+  if (retain_storage_ && ext_->out_retired_size > ext_->out_spare_size) {
+    ext_->out_spare = std::move(ext_->out_retired);
+    ext_->out_spare_size = ext_->out_retired_size;
+  }
+  ext_->out_retired.reset();
+  ext_->out_retired_size = 0;
+}
+
 void connection::consume_output(std::size_t n) noexcept {
   const auto k = static_cast<std::uint32_t>(std::min<std::size_t>(n, out_size_ - out_head_));
   out_head_ += k;
   out_pinned_ -= std::min(k, out_pinned_);
-  if (out_pinned_ == 0 && ext_ && ext_->out_retired) {
-    if (retain_storage_ && ext_->out_retired_size > ext_->out_spare_size) {
-      ext_->out_spare = std::move(ext_->out_retired);
-      ext_->out_spare_size = ext_->out_retired_size;
-    }
-    ext_->out_retired.reset();
-    ext_->out_retired_size = 0;
-  }
+  if (out_pinned_ == 0) drop_retired_output();
   if (last_pong_at_ != 0 && last_pong_at_ - 1 < out_head_) last_pong_at_ = 0;  // it went out (in part)
   if (out_head_ == out_size_) {
     out_head_ = out_size_ = 0;

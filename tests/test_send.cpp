@@ -96,6 +96,24 @@ TEST_CASE("ws6455 output: pinned bytes keep their address while more is queued a
   CHECK(c.pending_output().empty());
 }
 
+TEST_CASE("ws6455 output: after a short asynchronous write the next write's bytes survive more growth") {
+  connection c(role::server);
+  const std::string big(100'000, 'x');
+  REQUIRE(c.send_text("first frame") == send_result::ok);
+  c.pin_output();  // write 1 reads the first buffer
+  REQUIRE(c.send_text(big) == send_result::ok);  // grows: the first buffer is kept for write 1
+  c.consume_output(5);  // write 1 completed short: bytes of it are still pending
+  c.pin_output();  // write 2 reads the rest, from the second buffer
+  const auto inflight = c.pending_output();
+  const bytes expect = as_bytes(inflight);
+  for (int i = 0; i < 4; ++i) REQUIRE(c.send_text(big) == send_result::ok);  // grows again
+  // The kernel still reads write 2's addresses (ASan: the second buffer is not freed).
+  CHECK(as_bytes(inflight) == expect);
+  c.consume_output(inflight.size());
+  drain(c);
+  CHECK(c.pending_output().empty());
+}
+
 TEST_CASE("ws6455 output: an asynchronous writer with retain_storage alternates two buffers, no growth") {
   config cfg;
   cfg.retain_storage = true;

@@ -208,12 +208,17 @@ class connection : private detail::connection_fields {
   // Output: frames waiting to be written to the transport, in order.
   std::span<const std::byte> pending_output() const noexcept;
   void consume_output(std::size_t n) noexcept;
-  // For asynchronous writers (io_uring): the bytes pending now are being read by the
-  // kernel, so they keep their address until consume_output() has passed them, even
-  // if more frames are queued meanwhile (the buffer then grows into new storage and
-  // the old one lives until the pinned bytes are consumed). Synchronous writers
-  // (send/sendmsg) never need this.
-  void pin_output() noexcept { out_pinned_ = out_size_ - out_head_; }
+  // For asynchronous writers (io_uring), once per write submitted, one write in
+  // flight at a time: the bytes pending now are being read by the kernel, so they
+  // keep their address until consume_output() has passed them, even if more frames
+  // are queued meanwhile (the buffer then grows into new storage and the old one
+  // lives until the pinned bytes are consumed or the next write is pinned).
+  // Synchronous writers (send/sendmsg) never need this.
+  void pin_output() noexcept;
+  // The bytes pending now keep their order and sizes until consumed (a newer ping's
+  // pong does not replace a pong among them, §5.5.3), though not their address:
+  // for a writer that interleaves frames queued elsewhere, counted by offset.
+  void hold_output() noexcept { out_pinned_ = std::max(out_pinned_, out_size_ - out_head_); }
 
   connection_state state() const noexcept { return state_; }
   role which_role() const noexcept { return role_; }
@@ -267,6 +272,7 @@ class connection : private detail::connection_fields {
   send_result write_frame(opcode op, bool fin, bool rsv1, std::span<const std::byte> payload,
                           bool bypass_limit = false);
   send_result send_data(opcode type, std::span<const std::byte> data, bool fin, bool fragment, bool trusted_utf8);
+  void drop_retired_output() noexcept;
   void queue_close(std::uint16_t code, std::string_view reason);
   bool output_fits(std::size_t frame_bytes) const noexcept;
   std::byte* reserve_output(std::size_t n);

@@ -912,9 +912,10 @@ bool loop::queue_shared(conn& c, const std::shared_ptr<const prepared_message>& 
   if (ws.state() != connection_state::open || ws.which_role() != role::server || ws.sending_fragmented()) return false;
   auto& q = c.extra().shared_out;
   q.push_back({m, ws.pending_output().size(), 0});
-  // `after` counts the bytes queued so far: they must not move (the frame layer may
-  // otherwise replace an unsent pong by a newer one of another size, RFC 6455 §5.5.3).
-  ws.pin_output();
+  // `after` counts the bytes queued so far: they must keep their sizes (the frame
+  // layer may otherwise replace an unsent pong by a newer one of another size, RFC
+  // 6455 §5.5.3). Not pin_output(): that one is for the write being submitted.
+  ws.hold_output();
   return true;
 }
 

@@ -6,7 +6,9 @@
 //   WS6455_SCREENSHOT    where the test page's screenshot goes (default /tmp/ws6455-page.png)
 //
 // The browser's own WebSocket (inside page.evaluate) talks to `ws6455 serve --port 0` in echo
-// mode, echo mode with --deflate, and chat mode; the served test page's UI is driven too.
+// mode and echo mode with --deflate, and the served echo page's UI is driven; in chat mode two
+// pages of the served chat client (docs/chat.md) are driven through their UI (fill, click) and
+// checked on their DOM.
 // 127.0.0.1 only; every step has a timeout; the servers are killed and the browser closed on
 // every path out. Prints "ok   NAME" / "FAIL NAME detail" and "N passed, N failed"; exits 1 on
 // any failure. tests/test_browser.py is the meson wrapper (skips when something is missing).
@@ -423,6 +425,48 @@ async function pageUiSuite(srv, label) {
   await page.close().catch(() => {});
 }
 
+// The chat page (docs/chat.md's JSON protocol) driven through its UI: two pages with their own
+// names join a room, talk, see each other in "who is here", switch rooms, leave, close.
+// DOM: #name #connect #close #me; #room #join; #rooms li[data-room=R] (button.room, button.leave);
+// #current; #who li; #messages p.msg ("from: content") and p.note; #text #send; #log.
+
+// Polls the texts of `sel` in `page` until want(texts) holds; fails with what it last saw.
+async function until(page, sel, want, what, ms = STEP_MS) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const got = await withTimeout(page.locator(sel).allTextContents(), STEP_MS, what);
+    if (want(got)) return got;
+    if (Date.now() > deadline) throw new Error(`${what}: ${sel} is ${JSON.stringify(got).slice(0, 400)}`);
+    await sleep(50);
+  }
+}
+const sameSet = (a, b) => JSON.stringify([...a].sort()) === JSON.stringify([...b].sort());
+const waitWho = (page, names, what) => until(page, '#who li', (got) => sameSet(got, names), what);
+const waitMessage = (page, from, content, what) =>
+  until(page, '#messages p.msg', (got) => got.includes(`${from}: ${content}`), what);
+const waitNote = (page, note, what) => until(page, '#messages p.note', (got) => got.includes(note), what);
+const waitCurrent = (page, room, what) => until(page, '#current', (got) => got[0] === room, what);
+const waitRooms = (page, names, what) =>
+  until(page, '#rooms li button.room', (got) => sameSet(got.map((t) => t.replace(/ \(\d+\)$/, '')), names), what);
+
+// The user switches to the page first: a background tab's animation frames are throttled, and
+// playwright's click waits on them (about 1 s a click otherwise).
+async function click(page, sel) {
+  await page.bringToFront();
+  await page.click(sel);
+}
+async function joinByUi(page, room) {
+  await page.bringToFront();
+  await page.fill('#room', room);
+  await page.click('#join');
+}
+async function sendByUi(page, text, enter = false) {
+  await page.bringToFront();
+  await page.fill('#text', text);
+  if (enter) await page.press('#text', 'Enter');
+  else await page.click('#send');
+}
+
 async function chatSuite() {
   const label = 'chat';
   const started = Date.now();
@@ -435,86 +479,127 @@ async function chatSuite() {
   }
   const pages = [];
   try {
-    for (let i = 0; i < 3; i++) pages.push(await newPage(srv.http + '/'));
+    for (let i = 0; i < 2; i++) pages.push(await newPage(srv.http + '/'));
   } catch (e) {
     fail(`${label}: pages load`, e.message);
     await stopServer(srv);
     return;
   }
-  const [pa1, pa2, pb] = pages;
-  let joined = false;
-  await test(`${label}: two pages join room A, one joins room B`, async () => {
-    await ev(pa1, 'open', ([u]) => window.__ws.open('c', u), [srv.ws + '/chat/A']);
-    await ev(pa2, 'open', ([u]) => window.__ws.open('c', u), [srv.ws + '/chat/A']);
-    await ev(pb, 'open', ([u]) => window.__ws.open('c', u), [srv.ws + '/chat/B']);
-    joined = true;
+  const [pa, pb] = pages;
+  const A = 'alice';
+  const B = 'björn ✓';  // non-ASCII, with a space: percent-encoded in ?name=
+  const hi = 'hello r1 from alice';
+  const intl = 'héllo wörld ✓ — 👋🌍🚀 𝄞 日本語 <b>&amp;</b>';  // and markup, shown as text
+
+  let connected = false;
+  await test(`${label} page: title; before connecting only name and connect are enabled`, async () => {
+    expect((await pa.locator('h1').textContent()) === 'ws6455 chat', 'h1');
+    expect(await pa.locator('#connect').isEnabled(), '#connect disabled');
+    for (const id of ['#close', '#room', '#join', '#text', '#send'])
+      expect(await pa.locator(id).isDisabled(), `${id} enabled before connecting`);
+    expect((await pa.locator('#current').textContent()) === '(no room)', '#current');
   });
-  if (joined) {
-    await test(`${label}: a message in A reaches the other A socket (and the sender)`, async () => {
-      await ev(pa1, 'send', () => window.__ws.send('c', 'hello room A'));
-      const got = await ev(pa2, 'recv', () => window.__ws.recv('c'));
-      expect(got === 'hello room A', `A2 got ${JSON.stringify(got)}`);
-      const own = await ev(pa1, 'recv', () => window.__ws.recv('c'));
-      expect(own === 'hello room A', `A1 got ${JSON.stringify(own)}`);
+  await test(`${label} page: two pages connect with their names (welcome)`, async () => {
+    for (const [p, name] of [[pa, A], [pb, B]]) {
+      await p.bringToFront();
+      await p.fill('#name', name);
+      await p.click('#connect');
+      await until(p, '#log', (t) => t[0].includes(`-- open ${srv.ws}/chat?name=${encodeURIComponent(name)}`), 'open');
+      await until(p, '#me', (t) => t[0].startsWith(`you are ${name} on `), `welcome of ${name}`);
+      expect(await p.locator('#room').isEnabled(), '#room disabled after open');
+      expect(await p.locator('#text').isDisabled(), '#text enabled before joining a room');
+    }
+    connected = true;
+  });
+  if (connected) {
+    await test(`${label} page: both join r1 by the UI; each shows both in "who is here"`, async () => {
+      await joinByUi(pa, 'r1');
+      await waitCurrent(pa, 'r1', 'A: current room');
+      await waitWho(pa, [A], 'A alone in r1');
+      await joinByUi(pb, 'r1');
+      await waitCurrent(pb, 'r1', 'B: current room');
+      await waitWho(pb, [A, B], 'B: who');
+      await waitWho(pa, [A, B], 'A: who');
+      await waitNote(pa, `${B} joined`, 'A: the note of B joining');
+      expect(await pa.locator('#text').isEnabled(), '#text disabled in a room');
     });
-    await test(`${label}: a message in A does not reach B`, async () => {
-      // B's next message is its own: were A's broadcast in B's stream, it would come first.
-      await ev(pb, 'send', () => window.__ws.send('c', 'hello room B'));
-      const got = await ev(pb, 'recv', () => window.__ws.recv('c'));
-      expect(got === 'hello room B', `B got ${JSON.stringify(got)} first`);
+    await test(`${label} page: A sends through the form; B shows it from A (and so does A)`, async () => {
+      await sendByUi(pa, hi);
+      await waitMessage(pb, A, hi, 'B: messages');
+      await waitMessage(pa, A, hi, 'A: messages');
+      expect((await pa.locator('#text').inputValue()) === '', 'input not cleared');
+    });
+    await test(`${label} page: a non-ASCII message (Enter) round trip, markup shown as text`, async () => {
+      await sendByUi(pb, intl, true);
+      await waitMessage(pa, B, intl, 'A: messages');
+      await waitMessage(pb, B, intl, 'B: messages');
+      expect((await pa.locator('#messages b').count()) === 0, 'markup in a message became an element');
+    });
+    await test(`${label} page: a third client joining by path shows up in who, and leaves on close`, async () => {
+      const u = `${srv.ws}/chat/r1?name=carol`;
+      await ev(pa, 'open', ([url]) => window.__ws.open('carol', url), [u]);
+      await waitWho(pa, [A, B, 'carol'], 'A: who with carol');
+      await waitWho(pb, [A, B, 'carol'], 'B: who with carol');
+      await ev(pa, 'close', () => window.__ws.close('carol', 1000, ''));
+      await waitWho(pa, [A, B], 'A: who after carol closed');
+      await waitWho(pb, [A, B], 'B: who after carol closed');
+      await waitNote(pb, 'carol left', 'B: the note of carol leaving');
+    });
+    await test(`${label} page: rooms: A joins r2 (current), talks there; B sees none of it`, async () => {
+      await joinByUi(pa, 'r2');
+      await waitCurrent(pa, 'r2', 'A: current room');
+      await waitRooms(pa, ['r1', 'r2'], 'A: rooms');
+      await waitWho(pa, [A], 'A: who in r2');
+      await sendByUi(pa, 'only in r2');
+      await waitMessage(pa, A, 'only in r2', 'A: r2 messages');
+      const r2 = await pa.locator('#messages p.msg').allTextContents();
+      expect(!r2.includes(`${A}: ${hi}`), `r1's message shown in r2: ${JSON.stringify(r2)}`);
+      await sendByUi(pb, 'r1 while A is in r2');
+      await waitMessage(pb, B, 'r1 while A is in r2', 'B: messages');
+      await until(pa, '#rooms li[data-room="r1"] button.room', (t) => t[0] === 'r1 (1)', 'A: r1 unread');
+      const seen = await pb.locator('#messages').textContent();
+      expect(!seen.includes('only in r2'), `B shows r2's message: ${JSON.stringify(seen)}`);
+    });
+    await test(`${label} page: A switches back to r1: its messages and members`, async () => {
+      await click(pa, '#rooms li[data-room="r1"] button.room');
+      await waitCurrent(pa, 'r1', 'A: current room');
+      await waitMessage(pa, B, 'r1 while A is in r2', 'A: r1 messages');
+      await waitMessage(pa, B, intl, 'A: r1 messages');
+      await waitWho(pa, [A, B], 'A: who in r1');
+      await until(pa, '#rooms li[data-room="r1"] button.room', (t) => t[0] === 'r1', 'A: r1 read');
+    });
+    await test(`${label} page: the server's errors are shown (a 129-byte room name)`, async () => {
+      await joinByUi(pa, 'x'.repeat(129));
+      await until(pa, '#log', (t) => /!! error: \S/.test(t[0]), 'A: log');
+      await waitRooms(pa, ['r1', 'r2'], 'A: rooms after the error');
+    });
+    await test(`${label} page: A leaves r1 by its button; B sees A left`, async () => {
+      await click(pa, '#rooms li[data-room="r1"] button.leave');
+      await waitRooms(pa, ['r2'], 'A: rooms after leaving r1');
+      await waitCurrent(pa, 'r2', 'A: current room after leaving r1');
+      await waitWho(pb, [B], 'B: who after A left');
+      await waitNote(pb, `${A} left`, 'B: the note of A leaving');
+      await sendByUi(pb, 'after A left');
+      await waitMessage(pb, B, 'after A left', 'B: messages');
       await sleep(200);
-      const left = [
-        ...(await ev(pa1, 'pending', () => window.__ws.pending('c'))),
-        ...(await ev(pa2, 'pending', () => window.__ws.pending('c'))),
-        ...(await ev(pb, 'pending', () => window.__ws.pending('c'))),
-      ];
-      expect(left.length === 0, `unexpected messages: ${left.join(', ')} (B's went to A?)`);
+      const seen = await pa.locator('#messages').textContent();
+      expect(!seen.includes('after A left'), `A still gets r1: ${JSON.stringify(seen)}`);
     });
-    await test(`${label}: binary in A reaches A, and ?room=A joins room A`, async () => {
-      await ev(pb, 'open', ([u]) => window.__ws.open('q', u), [srv.ws + '/?room=A']);
-      await ev(pa2, 'send', () => window.__ws.send('c', new Uint8Array([1, 2, 3, 250]).buffer));
-      for (const [p, n] of [[pa1, 'c'], [pa2, 'c'], [pb, 'q']]) {
-        const got = await ev(p, 'recv', ([s]) => window.__ws.recv(s).then((d) => typeof d === 'string' ? d : [...new Uint8Array(d)]), [n]);
-        expect(JSON.stringify(got) === '[1,2,3,250]', `${n} got ${JSON.stringify(got)}`);
-      }
-      const left = await ev(pb, 'pending', () => window.__ws.pending('c'));
-      expect(left.length === 0, `B got ${left.join(', ')}`);
-      await ev(pb, 'close', () => window.__ws.close('q', 1000, ''));
+    await test(`${label} page: close button: "-- close 1000", controls back to disconnected`, async () => {
+      await click(pb, '#close');
+      await until(pb, '#log', (t) => /-- close 1000( bye)?\s*$/.test(t[0]), 'B: log');
+      expect(await pb.locator('#connect').isEnabled(), '#connect disabled after close');
+      for (const id of ['#close', '#room', '#text', '#send'])
+        expect(await pb.locator(id).isDisabled(), `${id} enabled after close`);
+      expect((await pb.locator('#rooms button.leave').count()) === 0, 'leave buttons after close');
+      await waitWho(pb, [], 'B: who after close');
     });
-    await test(`${label}: close 4000 with a reason in chat mode`, async () => {
-      const c = await ev(pa2, 'close', () => window.__ws.close('c', 4000, 'leaving A'));
-      checkCloseEcho(c, 4000, 'leaving A');
-      await ev(pa1, 'send', () => window.__ws.send('c', 'still here'));
-      const own = await ev(pa1, 'recv', () => window.__ws.recv('c'));
-      expect(own === 'still here', `A1 got ${JSON.stringify(own)} after A2 left`);
+    await test(`${label} page: screenshot to ${SCREENSHOT.replace(/\.png$/, '')}-chat.png`, async () => {
+      await pa.screenshot({ path: SCREENSHOT.replace(/\.png$/, '') + '-chat.png', fullPage: true, timeout: STEP_MS });
     });
   }
 
-  // The chat page's UI: two pages in the default room (lobby).
-  await test(`${label} page: a message typed in one page appears in the other`, async () => {
-    const [x, y] = [pa1, pb];
-    expect((await x.locator('h1').textContent()) === 'ws6455 chat', 'h1');
-    expect((await x.locator('#path').inputValue()) === '/chat/lobby', 'default path');
-    for (const p of [x, y]) {
-      await p.click('#connect');
-      await p.locator('#log').filter({ hasText: '-- open ' }).waitFor();
-    }
-    await x.fill('#text', 'hi lobby');
-    await x.click('#send');
-    await y.locator('#log').filter({ hasText: '<< hi lobby' }).waitFor();
-    await x.locator('#log').filter({ hasText: '<< hi lobby' }).waitFor();
-  });
-
-  await test(`${label} page: a path serve rejects (404) logs an error and a 1006 close`, async () => {
-    const x = pa2;
-    await x.fill('#path', '/nope');
-    await x.click('#connect');
-    await x.locator('#log').filter({ hasText: /-- error\s+-- close 1006/ }).waitFor();
-    expect(await x.locator('#connect').isEnabled(), '#connect disabled after the failure');
-    x.__errors = x.__errors.filter((e) => !/WebSocket connection to .*\/nope' failed/.test(e)); // expected
-  });
-
-  await serverStopsCleanly(srv, pa1, label);
+  await serverStopsCleanly(srv, pa, label);
   await test(`${label}: no page errors`, async () => {
     const errs = pages.flatMap((p) => p.__errors);
     expect(errs.length === 0, errs.join(' | '));
