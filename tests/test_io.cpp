@@ -8,6 +8,9 @@
 // Waits are bounded and results are counted; the one check on elapsed time (a clean
 // close must not wait for close_timeout) has a margin of 1000x.
 //
+// The TLS case makes a throwaway CA and certificates with the OpenSSL API in a
+// temporary directory (removed at the end; no key is committed).
+//
 // WS6455_IO_SCALE (default 1.0) scales the number of messages per connection of the
 // large echo case (1000 connections x 100 messages at 1.0), for slow builds.
 //
@@ -15,6 +18,11 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
@@ -33,6 +41,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -1262,4 +1271,259 @@ TEST_CASE_TEMPLATE("io: application descriptors and timers and posted tasks run 
     CHECK(timer_thread == threads.front());
   }
   ::close(p[0]);
+}
+
+// ------------------------------------------------------------------ TLS: certificates chosen by SNI
+
+namespace {
+
+// A throwaway PKI made with the OpenSSL API when a case runs: a CA and leaf
+// certificates (P-256, valid for two days), PEM files in a temporary directory
+// removed at the end. No key is committed. error() is non-empty when making
+// them failed (the case then fails with it).
+class test_pki {
+ public:
+  test_pki() {
+    char tmpl[] = "/tmp/ws6455-test-pki-XXXXXX";
+    if (!::mkdtemp(tmpl)) {
+      error_ = std::string("mkdtemp: ") + std::strerror(errno);
+      return;
+    }
+    dir_ = tmpl;
+    ca_key_ = new_key();
+    ca_ = make_cert(ca_key_, "ws6455 test CA", nullptr, nullptr,
+                    {{NID_basic_constraints, "critical,CA:TRUE"}, {NID_key_usage, "critical,keyCertSign,cRLSign"}});
+    ca_file = dir_ + "/ca.pem";
+    if (ca_ && !write_pem(ca_file, ca_, nullptr)) fail("cannot write " + ca_file);
+  }
+  ~test_pki() {
+    X509_free(ca_);
+    EVP_PKEY_free(ca_key_);
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  test_pki(const test_pki&) = delete;
+  test_pki& operator=(const test_pki&) = delete;
+
+  // A server certificate signed by the CA for the DNS names `names`; the first is
+  // also its CN, by which a test tells which certificate was served.
+  io::tls_certificate leaf(const std::string& stem, const std::vector<std::string>& names) {
+    io::tls_certificate out{dir_ + "/" + stem + ".pem", dir_ + "/" + stem + ".key"};
+    if (!ca_ || names.empty()) return out;
+    std::string san;
+    for (const auto& n : names) san += (san.empty() ? "DNS:" : ",DNS:") + n;
+    EVP_PKEY* key = new_key();
+    X509* x = make_cert(key, names[0], ca_, ca_key_,
+                        {{NID_basic_constraints, "CA:FALSE"}, {NID_ext_key_usage, "serverAuth"},
+                         {NID_subject_alt_name, san}});
+    if (x && !write_pem(out.cert_file, x, nullptr)) fail("cannot write " + out.cert_file);
+    if (x && !write_pem(out.key_file, nullptr, key)) fail("cannot write " + out.key_file);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return out;
+  }
+
+  const std::string& error() const { return error_; }
+  std::string ca_file;
+
+ private:
+  void fail(std::string why) {
+    if (error_.empty()) error_ = std::move(why);
+  }
+
+  EVP_PKEY* new_key() {
+    EVP_PKEY* key = nullptr;
+    EVP_PKEY_CTX* kc = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, nullptr);
+    if (!kc || EVP_PKEY_keygen_init(kc) != 1 || EVP_PKEY_CTX_set_ec_paramgen_curve_nid(kc, NID_X9_62_prime256v1) != 1 ||
+        EVP_PKEY_keygen(kc, &key) != 1)
+      fail("EC key generation failed");
+    EVP_PKEY_CTX_free(kc);
+    return key;
+  }
+
+  // Self-signed when issuer is null.
+  X509* make_cert(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP_PKEY* issuer_key,
+                  const std::vector<std::pair<int, std::string>>& extensions) {
+    if (!key) return nullptr;
+    X509* x = X509_new();
+    bool ok = x && X509_set_version(x, 2) == 1 && ASN1_INTEGER_set(X509_get_serialNumber(x), ++serial_) == 1 &&
+              X509_gmtime_adj(X509_getm_notBefore(x), -3600) && X509_gmtime_adj(X509_getm_notAfter(x), 2 * 86400) &&
+              X509_set_pubkey(x, key) == 1 &&
+              X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_UTF8,
+                                         reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0) == 1 &&
+              X509_set_issuer_name(x, X509_get_subject_name(issuer ? issuer : x)) == 1;
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, issuer ? issuer : x, x, nullptr, nullptr, 0);
+    for (const auto& [nid, value] : extensions) {
+      if (!ok) break;
+      X509_EXTENSION* e = X509V3_EXT_conf_nid(nullptr, &v3, nid, value.c_str());
+      ok = e && X509_add_ext(x, e, -1) == 1;
+      X509_EXTENSION_free(e);
+    }
+    ok = ok && X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0;
+    if (!ok) {
+      fail("cannot make the certificate for " + cn);
+      X509_free(x);
+      return nullptr;
+    }
+    return x;
+  }
+
+  static bool write_pem(const std::string& path, X509* cert, EVP_PKEY* key) {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    if (!f) return false;
+    const bool ok = cert ? PEM_write_X509(f, cert) == 1
+                         : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+    return std::fclose(f) == 0 && ok;
+  }
+
+  std::string dir_, error_;
+  EVP_PKEY* ca_key_ = nullptr;
+  X509* ca_ = nullptr;
+  long serial_ = 1000;
+};
+
+// A TLS client (OpenSSL over a blocking socket, every wait bounded) asking
+// 127.0.0.1:port for `sni` (none when empty) over TLS 1.2 or 1.3: the CN of the
+// certificate served, once its chain verified against ca_file (not its names: a
+// test also asks for names the served certificate does not cover), or
+// "error: ..." with the reason.
+std::string served_cn(std::uint16_t port, const std::string& ca_file, const std::string& sni, int version) {
+  const int fd = tcp_connect(port);
+  if (fd < 0) return "error: connect failed";
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  std::string out = "error: ";
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL* ssl = ctx ? SSL_new(ctx) : nullptr;
+  if (!ssl) {
+    out += "SSL_new failed";
+  } else if (SSL_CTX_set_min_proto_version(ctx, version) != 1 || SSL_CTX_set_max_proto_version(ctx, version) != 1 ||
+             SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr) != 1) {
+    out += "client setup failed";
+  } else {
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
+    SSL_set_fd(ssl, fd);
+    if (!sni.empty()) SSL_set_tlsext_host_name(ssl, sni.c_str());
+    if (SSL_connect(ssl) != 1) {
+      const long v = SSL_get_verify_result(ssl);
+      out += v != X509_V_OK ? X509_verify_cert_error_string(v) : "handshake failed";
+    } else if (X509* x = SSL_get_peer_certificate(ssl)) {
+      char cn[256] = "";
+      X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn);
+      out = cn;
+      X509_free(x);
+      (void)SSL_shutdown(ssl);  // close_notify; the server's is not awaited
+    } else {
+      out += "no certificate";
+    }
+  }
+  ERR_clear_error();
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  ::close(fd);
+  return out;
+}
+
+// Opens, then closes with 1000 at once.
+class open_close_client final : public io::client_handler {
+ public:
+  io::client* cl = nullptr;
+  std::size_t opened = 0;
+  std::uint16_t code = 0;
+  std::string reason;
+  void on_open(io::conn_id id, const ws6455::http_response&) override {
+    ++opened;
+    (void)cl->close(id, 1000);
+  }
+  void on_close(io::conn_id, std::uint16_t c, std::string_view r) override {
+    code = c;
+    reason.assign(r);
+  }
+};
+
+}  // namespace
+
+// server_tls_options::select_certificate (RFC 6066 §3): the hook sees each name a
+// client asks for and its index picks the certificate served; -1, and any index
+// outside sni_certificates, serve the default. A client that names nothing gets the
+// default without the hook being asked. Over TLS 1.3 and 1.2.
+TEST_CASE_TEMPLATE("io: TLS select_certificate picks the certificate by SNI; -1 and out-of-range pick the default",
+                   B, IO_BACKENDS) {
+  const io::backend b = B::value;
+  test_pki pki;
+  const io::tls_certificate def = pki.leaf("default", {"default.test"});
+  const io::tls_certificate alpha = pki.leaf("alpha", {"alpha.test"});
+  const io::tls_certificate beta = pki.leaf("beta", {"beta.test", "localhost"});
+  REQUIRE_MESSAGE(pki.error().empty(), pki.error());
+
+  std::mutex mu;
+  std::vector<std::string> asked;  // every name the hook saw, in order
+  io::server_options o = server_opts(b);
+  o.tls.cert_file = def.cert_file;
+  o.tls.key_file = def.key_file;
+  o.tls.sni_certificates = {alpha, beta};
+  o.tls.select_certificate = [&](std::string_view name) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      asked.emplace_back(name);
+    }
+    if (name == "alpha.test") return 0;
+    if (name == "beta.test" || name == "localhost") return 1;
+    if (name == "past.the.end") return 2;  // == sni_certificates.size()
+    if (name == "far.out") return 1'000'000;
+    if (name == "negative.test") return -7;
+    return -1;  // default.test, unknown.test
+  };
+  counting_server h;
+  io::server srv(o, h);
+  if (!listen_or_skip(srv, b)) return;
+  server_runner runner(srv);
+  open_close_client ch;
+  io::client_options co = client_opts(b);
+  co.ca_file = pki.ca_file;
+  io::client cl(co, ch);
+  ch.cl = &cl;
+  watchdog wd(90s,
+              [&] {
+                srv.request_stop();
+                cl.request_stop();
+              },
+              "select_certificate");
+
+  // {name asked, CN expected}
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"alpha.test", "alpha.test"},       {"beta.test", "beta.test"},         {"localhost", "beta.test"},
+      {"default.test", "default.test"},   {"unknown.test", "default.test"},   {"past.the.end", "default.test"},
+      {"far.out", "default.test"},        {"negative.test", "default.test"},  {"", "default.test"},
+  };
+  std::vector<std::string> expected_asked;
+  for (const int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+    for (const auto& [name, cn] : cases) {
+      INFO((version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2") << ", SNI \"" << name << "\"");
+      CHECK(served_cn(srv.port(), pki.ca_file, name, version) == cn);
+      if (!name.empty()) expected_asked.push_back(name);
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(asked == expected_asked);  // each name once per handshake; none without SNI
+  }
+
+  // The adapter's own client, verifying the name too: only the certificate the hook
+  // picked for "localhost" (beta) covers it, the default one does not.
+  auto id = cl.connect("wss://localhost:" + std::to_string(srv.port()) + "/");
+  REQUIRE_MESSAGE(id.has_value(), "connect: " << (id ? std::string() : id.error()));
+  const int rc = cl.run();
+  INFO("client on_close: " << ch.code << " " << ch.reason);
+  CHECK(rc == 0);
+  CHECK(ch.opened == 1);
+  CHECK(ch.code == 1000);
+
+  CHECK(runner.stop() == 0);
+  wd.finish();
+  CHECK_FALSE(wd.fired());
+  CHECK(h.opens.load() == 1);
+  CHECK(srv.stats().tls_handshakes >= 2 * cases.size() + 1);
 }

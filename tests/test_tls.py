@@ -12,9 +12,10 @@ command in a temporary directory (removed at the end; no key is committed).
   - Node `ws` over wss (installed into /tmp/ws6455-node when missing; skipped without node)
   - hostile: garbage instead of a ClientHello, a handshake that stops half way (dropped at
     the handshake timeout), one byte a second, a TLS 1.2 renegotiation attempt, a truncated
-    record, a corrupted record, plain HTTP on the TLS port; the server keeps serving and
-    leaks nothing (/proc/PID/fd count, RSS)
-  - the client: hostname mismatch and an untrusted CA fail with the reason
+    record, a corrupted record (answered with bad_record_mac), plain HTTP on the TLS port;
+    the server keeps serving and leaks nothing (/proc/PID/fd count, RSS)
+  - the client: hostname mismatch and an untrusted CA fail with the reason, and the
+    server is told with an alert (bad_certificate, unknown_ca), not a bare EOF
   - SIGHUP: new connections get the new certificate, open ones stay
   - Chromium over https + wss (the served page, --ignore-certificate-errors): when node,
     /usr/bin/chromium and playwright-core are there (as tests/test_browser.py), else skipped
@@ -305,14 +306,15 @@ def test_connect_client(backend, ca, cert, key):
             srv.stop()
 
 
-def test_client_close_notify(backend, ca, cert, key):
-    """After a clean WebSocket close our client ends TLS with close_notify (RFC 8446
-    §6.1): a raw ssl server closes the WebSocket, reads the client's close reply, then
-    sees a clean TLS end (recv returns b""), not an EOF without close_notify."""
-    import base64
-    import hashlib
+def ssl_server_once(cert, key, session=None, version=None):
+    """A Python ssl server on 127.0.0.1 for one connection, on a thread (TLS `version`
+    only when given). outcome["handshake"] says how the server's handshake ended
+    ("completed", or the exception text); then session(tls_socket, outcome) runs.
+    Returns (port, thread, outcome); join the thread before reading outcome."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
+    if version:
+        ctx.minimum_version = ctx.maximum_version = version
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(1)
@@ -323,23 +325,17 @@ def test_client_close_notify(backend, ca, cert, key):
         try:
             lsock.settimeout(20)
             raw_conn, _ = lsock.accept()
-            with ctx.wrap_socket(raw_conn, server_side=True, suppress_ragged_eofs=False) as t:
-                t.settimeout(10)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += t.recv(4096)
-                key_line = [l for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key:")][0]
-                accept = base64.b64encode(hashlib.sha1(key_line.split(b":", 1)[1].strip() +
-                                                       b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-                t.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-                t.sendall(b"\x88\x02\x03\xe8")  # close 1000
-                reply = t.recv(64)  # the client's masked close (6 + 2 bytes)
-                outcome["reply"] = reply[:1] == b"\x88"
-                try:
-                    outcome["after"] = t.recv(64)  # b"": close_notify came
-                except ssl.SSLError as e:
-                    outcome["after"] = f"{type(e).__name__}: {e}"
+            raw_conn.settimeout(10)
+            try:
+                t = ctx.wrap_socket(raw_conn, server_side=True, suppress_ragged_eofs=False)
+            except (ssl.SSLError, OSError) as e:
+                outcome["handshake"] = f"{type(e).__name__}: {e}"
+                raw_conn.close()
+                return
+            outcome["handshake"] = "completed"
+            with t:
+                if session:
+                    session(t, outcome)
         except Exception as e:  # noqa: BLE001
             outcome["error"] = f"{type(e).__name__}: {e}"
         finally:
@@ -347,6 +343,34 @@ def test_client_close_notify(backend, ca, cert, key):
 
     th = threading.Thread(target=serve)
     th.start()
+    return port, th, outcome
+
+
+def test_client_close_notify(backend, ca, cert, key):
+    """After a clean WebSocket close our client ends TLS with close_notify (RFC 8446
+    §6.1): a raw ssl server closes the WebSocket, reads the client's close reply, then
+    sees a clean TLS end (recv returns b""), not an EOF without close_notify."""
+    import base64
+    import hashlib
+
+    def session(t, outcome):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += t.recv(4096)
+        key_line = [l for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key:")][0]
+        accept = base64.b64encode(hashlib.sha1(key_line.split(b":", 1)[1].strip() +
+                                               b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        t.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        t.sendall(b"\x88\x02\x03\xe8")  # close 1000
+        reply = t.recv(64)  # the client's masked close (6 + 2 bytes)
+        outcome["reply"] = reply[:1] == b"\x88"
+        try:
+            outcome["after"] = t.recv(64)  # b"": close_notify came
+        except ssl.SSLError as e:
+            outcome["after"] = f"{type(e).__name__}: {e}"
+
+    port, th, outcome = ssl_server_once(cert, key, session)
     rc, out, err, secs = connect([f"wss://127.0.0.1:{port}/", "--ca", ca, "--backend", backend], timeout=30)
     th.join(30)
     # At once: not after the close timeout (5 s), when the connection is torn down anyway.
@@ -420,6 +444,30 @@ def test_client_errors(backend, ca, cert, key, other_cert, other_key):
     finally:
         srv.stop()
         wrong.stop()
+
+
+def test_client_alert(backend, ca, cert, key, other_cert, other_key):
+    """A client whose verification fails says why with a fatal alert before it closes
+    (RFC 8446 §6.2, RFC 5246 §7.2.2): the server's handshake then fails naming the
+    alert, not with an EOF. Bounded: the client does not wait for the server."""
+    other_ca = os.path.join(TMP, "other_ca.pem")
+    tls13, tls12 = ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2
+    cases = [
+        # A chain to a CA the client does not trust: unknown_ca (RFC 8446 §6.2).
+        ("an untrusted CA", cert, key, ["--ca", other_ca], tls13, "unknown ca"),
+        ("an untrusted CA", cert, key, ["--ca", other_ca], tls12, "unknown ca"),
+        # A trusted certificate for another name (RFC 6125): bad_certificate.
+        ("a hostname mismatch", other_cert, other_key, ["--ca", ca], tls13, "bad certificate"),
+    ]
+    for what, c, k, args, version, alert in cases:
+        port, th, outcome = ssl_server_once(c, k, version=version)
+        rc, out, err, secs = connect([f"wss://localhost:{port}/", "--backend", backend, *args], timeout=30)
+        th.join(30)
+        seen = outcome.get("handshake", f"no handshake: {outcome}")
+        check(f"[{backend}] connect over {version.name}: {what} is told to the server with an alert "
+              f"({alert}), not a bare close ({secs:.1f} s)",
+              rc == 1 and "certificate verify failed" in err and alert in seen.lower() and secs < 5,
+              f"server: {seen}; rc={rc} stderr={short(err)}")
 
 
 # ------------------------------------------------------------------ Node ws
@@ -620,12 +668,18 @@ def hostile_round(srv, ca, hello):
     if not closed_within(t.sock, 8):
         bad.append("truncated record: not closed")
     t.sock.close()
-    t = MemTLS(srv.port, ca)  # a corrupted record (bad tag): an alert, then closed
+    t = MemTLS(srv.port, ca)  # a corrupted record (bad tag): bad_record_mac, then closed
     t.sock.sendall(t.records(UPGRADE))
     t.read_some()
     rec = bytearray(t.records(b"\x81\x85abcd" + bytes(5)))
     rec[-1] ^= 0xFF
     t.sock.sendall(bytes(rec))
+    try:  # RFC 8446 §6.2: the alert before the close, not a bare EOF
+        t.read_some()
+        bad.append("corrupted record: closed without a bad_record_mac alert")
+    except ssl.SSLError as e:
+        if "bad record mac" not in str(e).lower():
+            bad.append(f"corrupted record: {e}")
     if not closed_within(t.sock, 8):
         bad.append("corrupted record: not closed")
     t.sock.close()
@@ -839,6 +893,8 @@ def main():
     for backend in ("epoll", "io_uring"):
         run_check(f"[{backend}] connect wss:// against websockets", test_connect_client, backend, ca, cert, key)
         run_check(f"[{backend}] connect errors", test_client_errors, backend, ca, cert, key, other_cert, other_key)
+        run_check(f"[{backend}] alerts on a failed verification", test_client_alert, backend, ca, cert, key,
+                  other_cert, other_key)
         run_check(f"[{backend}] close_notify", test_client_close_notify, backend, ca, cert, key)
         run_check(f"[{backend}] session resumption", test_resumption, backend, ca, cert, key)
         run_check(f"[{backend}] SNI", test_sni, backend, ca, cert, key, other_cert, other_key)

@@ -235,6 +235,7 @@ class loop {
   bool tls_attach(conn& c, std::string_view host);
   void tls_input(conn& c, std::span<std::byte> in);
   void tls_failed(conn& c);
+  void tls_send_alert(conn& c);
   void tls_plain_http(conn& c);
   bool flush_tls(conn& c);
   bool tls_close_notify(conn& c);

@@ -5,9 +5,12 @@
 //   write: gather() the plaintext pieces -> encrypt them -> consume them at once;
 //          the backend writes the session's ciphertext, consumed on completion
 //   close: close_notify before the FIN (service() asks tls_close_notify first)
+//   fail:  the alert OpenSSL queued, then the socket closes (tls_send_alert)
 //
 // The TLS handshake runs inside the driver's handshake phase, so handshake_timeout
 // bounds it: a client that stalls or trickles a byte a second is dropped.
+#include <sys/socket.h>
+
 #include <cstdio>
 #include <string>
 
@@ -82,18 +85,36 @@ void loop::tls_input(conn& c, std::span<std::byte> in) {
 void loop::tls_failed(conn& c) {
   tls_session& t = *tls_[c.slot];
   ++st_.tls_failures;
-  if (c.is_client) {
-    if (c.ph == phase::handshake) return fail_client(c, "TLS: " + t.error());
-    c.extra().close_reason = "TLS: " + t.error();
-    return destroy(c);
-  }
-  if (c.ph == phase::handshake) {
+  if (!c.is_client && c.ph == phase::handshake) {
     tls_log(1, "handshake failed: " + t.error());
     // The alert OpenSSL queued goes out, then FIN (bounded by close_timeout).
     c.x->http_out.clear();
     return enter_http_reply(c);
   }
+  // Closed at once: the alert that says why (unknown_ca, bad_certificate,
+  // bad_record_mac ...) goes out first, or the peer sees a bare EOF.
+  tls_send_alert(c);
+  if (c.is_client) {
+    if (c.ph == phase::handshake) return fail_client(c, "TLS: " + t.error());
+    c.extra().close_reason = "TLS: " + t.error();
+  }
   destroy(c);
+}
+
+// RFC 8446 §6.2 (RFC 5246 §7.2.2): a fatal error is reported with an alert before
+// the connection closes. OpenSSL queued it in the write BIO when it failed; it is
+// written here with one non-blocking send, without waiting for the socket or the
+// peer, since the connection closes right after: a few dozen bytes behind a
+// handshake, which the socket's send buffer takes. Skipped while a write is in
+// flight (io_uring reads the session's buffer then); what does not fit is lost.
+void loop::tls_send_alert(conn& c) {
+  if (c.writing || c.fd < 0) return;
+  tls_session& t = *tls_[c.slot];
+  t.collect();  // behind any ciphertext not yet written, so the records stay in order
+  const auto p = t.pending();
+  if (p.empty()) return;
+  const ssize_t w = ::send(c.fd, p.data(), p.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (w > 0) t.consume(static_cast<std::size_t>(w));
 }
 
 void loop::tls_plain_http(conn& c) {

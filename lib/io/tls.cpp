@@ -194,6 +194,8 @@ int tls_context::on_servername(SSL* ssl) {
       if (x && X509_check_host(x, name, std::strlen(name), 0, nullptr) == 1) pick = static_cast<int>(i);
     }
   }
+  // An index the hook got wrong (out of range) is taken as -1: the default
+  // certificate, as server.hpp says, rather than an out-of-bounds read.
   if (pick >= 0 && static_cast<std::size_t>(pick) < set->sni.size()) SSL_set_SSL_CTX(ssl, set->sni[pick]);
   return SSL_TLSEXT_ERR_OK;
 }

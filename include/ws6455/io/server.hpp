@@ -55,8 +55,13 @@ struct server_tls_options {
   std::string key_file;
   // More certificates, chosen by the name the client asks for (SNI, RFC 6066 §3):
   // select_certificate(name) returns an index into sni_certificates, or -1 for the
-  // default. Without it, the first certificate whose names match (RFC 6125) wins.
-  // Called on a loop thread, during a handshake.
+  // default. Any other index outside sni_certificates (negative, or not below its
+  // size) serves the default certificate too; the handshake goes on. Without the
+  // hook, the first certificate whose names match (RFC 6125) wins. The hook is not
+  // called when the client names no server (a URL with an IP literal: RFC 6066 §3
+  // allows host names only) or when sni_certificates is empty: the default.
+  // Called on a loop thread, during a handshake (with threads > 1, from several
+  // loops at once: keep it thread-safe).
   std::vector<tls_certificate> sni_certificates;
   std::function<int(std::string_view server_name)> select_certificate;
 };
