@@ -6,6 +6,7 @@
 #include <random>
 #include <span>
 
+#include "page.hpp"
 #include "utf8.hpp"
 
 namespace ws6455::tools {
@@ -101,19 +102,14 @@ void chat_app::on_open(io::conn_id id, const http_request& req, io::upgrade_repl
 }
 
 bool chat_app::on_http(const http_request& req, io::http_reply& reply) {
-  if (req.path() == "/") {
-    reply.status = 200;
-    reply.content_type = "text/html; charset=utf-8";
-    reply.body = page_;
-  } else if (req.path() == "/stats") {
+  if (req.path() == "/stats") {
     thread_local std::string body;  // valid until on_http returns; loops answer at once
     body = stats_json();
     reply.status = 200;
     reply.content_type = "application/json";
     reply.body = body;
   } else {
-    reply.status = 404;
-    reply.body = "not found\n";
+    (void)answer_page(req, reply, page_);
   }
   return true;
 }
@@ -224,7 +220,9 @@ void chat_app::error(io::conn_id id, std::string_view reason) {
 }
 
 std::string chat_app::stats_json() const {
-  json j = {{"instance", o_.instance}, {"connections", server_->stats().connections}};
+  const io::io_stats io = server_->stats();
+  // slow_dropped: copies a member above high_water did not get (server.hpp, backpressure).
+  json j = {{"instance", o_.instance}, {"connections", io.connections}, {"slow_dropped", io.broadcast_dropped}};
   if (bus_) {
     const redis_stats& s = bus_->stats();
     j["redis"] = {{"connected", s.connected.load()}, {"published", s.published.load()},

@@ -207,4 +207,16 @@ $("form").onsubmit = (e) => {
 
 std::string make_page(bool chat) { return chat ? chat_page : echo_page; }
 
+bool answer_page(const http_request& req, io::http_reply& reply, std::string_view page) {
+  if (req.path() != "/") {
+    reply.status = 404;
+    reply.body = "not found\n";
+    return false;
+  }
+  reply.status = 200;
+  reply.content_type = "text/html; charset=utf-8";
+  reply.body = page;
+  return true;
+}
+
 }  // namespace ws6455::tools

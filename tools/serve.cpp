@@ -65,14 +65,7 @@ class echo_app final : public io::handler {
   }
 
   bool on_http(const http_request& req, io::http_reply& reply) override {
-    if (req.path() == "/") {
-      reply.status = 200;
-      reply.content_type = "text/html; charset=utf-8";
-      reply.body = page_;
-    } else {
-      reply.status = 404;
-      reply.body = "not found\n";
-    }
+    (void)answer_page(req, reply, page_);
     return true;
   }
 

@@ -900,10 +900,7 @@ std::size_t loop::broadcast(std::span<const conn_id> ids, const prepared_message
 
 // Below this a frame is copied into each recipient's output (cheaper than another
 // iovec and a reference count); above it, it is written from the shared encoding.
-// Off for now (every frame is copied): chat across loops lost or garbled a large
-// published frame about once in ten runs under load, not yet explained; 2048 turns
-// the shared path back on.
-constexpr std::size_t shared_frame_threshold = SIZE_MAX;
+constexpr std::size_t shared_frame_threshold = 2048;
 
 bool loop::queue_shared(conn& c, const std::shared_ptr<const prepared_message>& m) {
   connection& ws = *c.ws;
