@@ -5,6 +5,9 @@ Usage: /usr/bin/python3 tests/test_serve_interop.py path/to/ws6455 [serve option
 
 The serve options after the binary (for example `--backend io_uring --threads 2`)
 are given to every server the suite starts: the suite runs once per backend.
+This suite is the echo mode and what every mode shares; `--mode chat` (its JSON
+protocol, rooms across loops) is tests/test_chat.py's, and with Redis behind nginx
+tests/test_deployment.py's.
 
 Clients: Python websockets (asyncio client, Debian's 10.4), wsproto, raw sockets
 for what a well-behaved client never does (slow handshake, never reading, never
@@ -227,46 +230,6 @@ def test_ping_close_protocol(srv):
     check("close handshake echoes the code 4001", out.get("code") == 4001, str(out))
 
 
-async def chat(url):
-    red1 = await websockets.connect(url + "/chat/red", ping_interval=None)
-    red2 = await websockets.connect(url + "/?room=red", ping_interval=None)
-    blue = await websockets.connect(url + "/chat/blue", ping_interval=None)
-    try:
-        await red1.send("hello red")
-        a = await asyncio.wait_for(red1.recv(), 5)
-        b = await asyncio.wait_for(red2.recv(), 5)
-        try:
-            c = await asyncio.wait_for(blue.recv(), 0.5)
-        except asyncio.TimeoutError:
-            c = None
-        await blue.send(b"\x01\x02blue")
-        d = await asyncio.wait_for(blue.recv(), 5)
-        try:
-            e = await asyncio.wait_for(red2.recv(), 0.5)
-        except asyncio.TimeoutError:
-            e = None
-        await red2.close()
-        await red1.send("after leave")
-        f = await asyncio.wait_for(red1.recv(), 5)
-        return a, b, c, d, e, f
-    finally:
-        for ws in (red1, red2, blue):
-            await ws.close()
-
-
-def test_chat(srv_chat):
-    a, b, c, d, e, f = arun(chat(srv_chat.url))
-    check("chat: a message reaches both members of the room", a == "hello red" and b == "hello red", f"{a!r} {b!r}")
-    check("chat: not another room", c is None and e is None, f"{c!r} {e!r}")
-    check("chat: binary broadcast in its room", d == b"\x01\x02blue", repr(d))
-    check("chat: a member that left is skipped", f == "after leave", repr(f))
-    s = raw_connect(srv_chat.port)
-    s.sendall(upgrade_request("/elsewhere"))
-    head, _ = read_head(s)
-    s.close()
-    check("chat: an upgrade to an unknown path is rejected with 404", head.startswith("HTTP/1.1 404"), head)
-
-
 async def graceful_stop(srv):
     async with websockets.connect(srv.url + "/", ping_interval=None) as ws:
         await ws.send("x")
@@ -277,56 +240,6 @@ async def graceful_stop(srv):
         except websockets.ConnectionClosed:
             pass
         return ws.close_code
-
-
-async def chat_across_loops(url, rooms=4, per_room=10, per_sender=25):
-    """Every member of a room gets every message of that room once, in each sender's
-    order; nobody else gets it. Messages are "room:sender:seq"; some are large
-    (written by reference from one shared encoding)."""
-    clients = []
-    for r in range(rooms):
-        for i in range(per_room):
-            ws = await websockets.connect(f"{url}/chat/room{r}", ping_interval=None, max_size=None)
-            clients.append((r, i, ws))
-    expected_total = per_room * per_sender  # messages each member should receive
-    got = {(r, i): [] for r, i, _ in clients}
-
-    async def reader(r, i, ws):
-        while len(got[(r, i)]) < expected_total:
-            msg = await asyncio.wait_for(ws.recv(), 20)
-            got[(r, i)].append(msg.split("|", 1)[0])
-
-    async def writer(r, i, ws):
-        for seq in range(per_sender):
-            pad = "x" * (3000 if seq % 5 == 0 else 0)
-            await ws.send(f"{r}:{i}:{seq}|{pad}")
-
-    try:
-        await asyncio.gather(*(reader(r, i, ws) for r, i, ws in clients), *(writer(r, i, ws) for r, i, ws in clients))
-        await asyncio.sleep(0.3)  # anything extra (a duplicate, another room's) would arrive now
-        extra = 0
-        for r, i, ws in clients:
-            try:
-                while True:
-                    await asyncio.wait_for(ws.recv(), 0.01)
-                    extra += 1
-            except asyncio.TimeoutError:
-                pass
-    finally:
-        for _, _, ws in clients:
-            await ws.close()
-    bad = []
-    for (r, i), msgs in got.items():
-        seen = {}
-        for m in msgs:
-            mr, sender, seq = (int(x) for x in m.split(":"))
-            if mr != r or seen.get(sender, -1) + 1 != seq:
-                bad.append(((r, i), m))
-                break
-            seen[sender] = seq
-        if len(msgs) != expected_total or len(seen) != per_room:
-            bad.append(((r, i), len(msgs)))
-    return bad, extra
 
 
 async def large_then_quiet(srv):
@@ -401,16 +314,6 @@ def test_protocol_allowlist():
         check("--protocols: the client's first listed offer is chosen", got == "chat.v2", repr(got))
         got = arun(chosen_protocol(srv.url + "/", ["x", "y"]))
         check("--protocols: an offer with nothing listed gets no subprotocol", got is None, repr(got))
-    finally:
-        srv.stop()
-
-
-def test_chat_across_loops():
-    srv = Server("--mode", "chat", "--threads", "4")
-    try:
-        bad, extra = arun(chat_across_loops(srv.url), timeout=90)
-        check("chat --threads 4: each member gets each message of its room once, in sender order",
-              not bad and extra == 0, f"{bad[:3]} extra={extra}")
     finally:
         srv.stop()
 
@@ -705,13 +608,10 @@ def main():
     try:
         srv = Server()
         srv_deflate = Server("--deflate")
-        srv_chat = Server("--mode", "chat")
         run_check("echo", test_echo, srv, srv_deflate)
         run_check("ping/close/subprotocol", test_ping_close_protocol, srv)
         run_check("wsproto", test_wsproto, srv, srv_deflate)
         run_check("http", test_http, srv)
-        run_check("chat", test_chat, srv_chat)
-        run_check("chat across loops", test_chat_across_loops)
         run_check("subprotocol allowlist", test_protocol_allowlist)
         run_check("storage released", test_storage_released)
         run_check("io_uring fallback", test_uring_fallback)
@@ -722,7 +622,7 @@ def main():
         run_check("idle", test_idle)
         run_check("never reading", test_never_reading)
         run_check("graceful stop", test_graceful_stop)
-        for s in (srv, srv_deflate, srv_chat):
+        for s in (srv, srv_deflate):
             alive = s.proc.poll() is None
             rc = s.stop(signal.SIGINT)
             err = s.proc.stderr.read().decode(errors="replace")[-2000:] if rc else ""
