@@ -66,7 +66,9 @@ void chat_app::attach(io::server& server) {
 }
 
 void chat_app::stop() {
-  if (bus_) bus_->stop();
+  // The loops have stopped: the `left` of every member closed by the stop is still to
+  // reach the other instances.
+  if (bus_) bus_->stop(std::chrono::milliseconds(1000));
 }
 
 void chat_app::on_open(io::conn_id id, const http_request& req, io::upgrade_reply& reply) {

@@ -3,6 +3,8 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include <poll.h>
+
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -74,7 +76,18 @@ void redis_bus::start() {
   connect();
 }
 
-void redis_bus::stop() {
+void redis_bus::stop(std::chrono::milliseconds flush) {
+  if (pub_ && up_ && flush.count() > 0) {
+    redisContext* c = &pub_->c;
+    const std::int64_t until = now_ms() + flush.count();
+    int done = 0;
+    while (redisBufferWrite(c, &done) == REDIS_OK && !done) {
+      const std::int64_t left = until - now_ms();
+      if (left <= 0) break;
+      pollfd p{c->fd, POLLOUT, 0};
+      (void)::poll(&p, 1, static_cast<int>(left));
+    }
+  }
   stopped_ = true;
   if (retry_timer_) ep_.cancel_timer(retry_timer_);
   retry_timer_ = 0;

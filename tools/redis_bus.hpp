@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -62,7 +63,10 @@ class redis_bus {
   redis_bus& operator=(const redis_bus&) = delete;
 
   void start();  // connects (and keeps reconnecting)
-  void stop();   // disconnects for good
+  // Disconnects for good. With `flush`, what is still buffered for Redis (the last
+  // publications, such as the `left` of members closed by a graceful stop) is
+  // written first, waiting at most that long: for a loop that is not running any more.
+  void stop(std::chrono::milliseconds flush = {});
 
   void publish(std::string_view room, std::string_view payload);
   // A local member joined `room`: subscribe if it is the first. `ready` runs once

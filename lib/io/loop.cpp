@@ -1052,6 +1052,15 @@ int loop::run() {
     ::close(fd);
     fd = -1;
   }
+  // The other loops still stopping may post work here (their connections' on_close):
+  // it runs, with the application's descriptors and timers, until they are done.
+  while (others_running_ && others_running_->load() > 0) {
+    if (!be_->wait(next_app_deadline(), now_)) break;
+    now_ = monotonic_ms();
+    run_posted();
+    run_app_timers();
+  }
+  run_posted();
   // io_uring: wait (bounded) for the cancelled operations, so no memory is read after.
   for (int i = 0; i < 100; ++i) {
     bool draining = false;

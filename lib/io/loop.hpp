@@ -162,6 +162,10 @@ class loop {
   // Runs until the graceful stop completed (or, with exit_when_idle, no connection
   // is left). Returns 0, or -1 if the backend failed.
   int run();
+  // After its own graceful stop, run() keeps running posted tasks, application
+  // descriptors and timers while *others_running > 0 (server loop 0: what the other
+  // loops post while their connections close still runs). Before run().
+  void finish_after(const std::atomic<unsigned>* others_running) noexcept { others_running_ = others_running; }
   void request_stop() noexcept;  // async-signal-safe
   void post(std::function<void()> task);  // thread-safe
 
@@ -265,6 +269,7 @@ class loop {
   std::int64_t accept_resume_at_ = no_deadline;
   bool stopping_ = false;
   std::atomic<bool> stop_requested_{false};
+  const std::atomic<unsigned>* others_running_ = nullptr;
   std::int64_t stop_deadline_ = no_deadline;
   std::int64_t now_ = 0;
 

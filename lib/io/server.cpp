@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -128,11 +129,19 @@ int server::run() {
   };
   std::vector<std::thread> threads;
   std::vector<int> results(s.loops.size(), 0);
+  // Loop 0 finishes last: tasks the others post to it while they stop still run.
+  std::atomic<unsigned> others_running{static_cast<unsigned>(s.loops.size() - 1)};
+  s.loops[0]->finish_after(&others_running);
   for (std::size_t i = 1; i < s.loops.size(); ++i)
-    threads.emplace_back([&, i] { results[i] = run_loop(*s.loops[i]); });
+    threads.emplace_back([&, i] {
+      results[i] = run_loop(*s.loops[i]);
+      --others_running;
+      s.loops[0]->post([] {});  // wakes loop 0 to see it
+    });
   results[0] = run_loop(*s.loops[0]);
   if (results[0] != 0) request_stop();  // the others must not run on alone
   for (auto& t : threads) t.join();
+  s.loops[0]->finish_after(nullptr);
   for (int r : results)
     if (r != 0) return -1;
   return 0;
