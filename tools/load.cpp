@@ -731,7 +731,11 @@ int load_main(int argc, char** argv) {
     if (first_error.empty()) first_error = w->first_error();
     if (first_connect_error.empty()) first_connect_error = w->first_connect_error();
   }
-  for (auto& w : workers) connect_failures += w->live.connect_failed.load();
+  std::uint64_t ktls = 0;  // wss://: connections whose sends the kernel encrypted
+  for (auto& w : workers) {
+    connect_failures += w->live.connect_failed.load();
+    ktls += w->client()->stats().ktls_switched;
+  }
   if (!first_connect_error.empty() && connect_failures > 0)
     std::fprintf(stderr, "ws6455 load: %llu connections failed; the first: %s\n",
                  static_cast<unsigned long long>(connect_failures), first_connect_error.c_str());
@@ -748,13 +752,13 @@ int load_main(int argc, char** argv) {
   const char* fmt = s.json
       ? "{\"msgs_per_s\": %.1f, \"MiB_per_s\": %.2f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
         "\"max_us\": %.1f, \"errors\": %llu, \"connections\": %llu, \"connect_failures\": %llu, "
-        "\"cpu_us_per_msg\": %.3f, \"msgs\": %llu, \"seconds\": %.3f}\n"
+        "\"cpu_us_per_msg\": %.3f, \"msgs\": %llu, \"seconds\": %.3f, \"ktls_connections\": %llu}\n"
       : "msgs_per_s=%.1f MiB_per_s=%.2f p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f errors=%llu "
-        "connections=%llu connect_failures=%llu cpu_us_per_msg=%.3f msgs=%llu seconds=%.3f\n";
+        "connections=%llu connect_failures=%llu cpu_us_per_msg=%.3f msgs=%llu seconds=%.3f ktls_connections=%llu\n";
   std::printf(fmt, msgs_per_s, mib_per_s, us(all->percentile(50)), us(all->percentile(99)),
               us(all->percentile(99.9)), us(all->max()), static_cast<unsigned long long>(errors),
               static_cast<unsigned long long>(opened), static_cast<unsigned long long>(connect_failures), cpu_per_msg,
-              static_cast<unsigned long long>(msgs), secs);
+              static_cast<unsigned long long>(msgs), secs, static_cast<unsigned long long>(ktls));
   std::fflush(stdout);
   return errors == 0 && connect_failures == 0 ? 0 : 1;
 }

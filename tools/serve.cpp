@@ -271,7 +271,7 @@ int serve_main(int argc, char** argv) {
   const bool v6 = opts.host.find(':') != std::string::npos;
   std::fprintf(stderr, "ws6455 serve: %s, %u loop%s%s\n", std::string(io::to_string(server.active_backend())).c_str(),
                server.threads(), server.threads() == 1 ? "" : "s",
-               tls ? ", user-space TLS (kernel TLS is not implemented)" : "");
+               tls ? ", TLS (sent through kernel TLS where the kernel has it)" : "");
   std::atomic<bool> quit_reload{false};
   std::thread reloader;
   if (tls && pipe2(g_hup_pipe, O_CLOEXEC | O_NONBLOCK) == 0) {
@@ -295,6 +295,12 @@ int serve_main(int argc, char** argv) {
   if (rc != 0) {
     std::fprintf(stderr, "ws6455 serve: the event loop failed: %s\n", std::strerror(errno));
     return 1;
+  }
+  if (tls) {
+    const io::io_stats st = server.stats();
+    std::fprintf(stderr, "ws6455 serve: TLS: %llu handshakes, %llu sent through kernel TLS, %llu failed\n",
+                 static_cast<unsigned long long>(st.tls_handshakes), static_cast<unsigned long long>(st.ktls_switched),
+                 static_cast<unsigned long long>(st.tls_failures));
   }
   return 0;
 }

@@ -116,6 +116,8 @@ io_stats endpoint::stats() const noexcept {
     s.paused_reads += k.paused_reads.load(std::memory_order_relaxed);
     s.tls += k.tls.load(std::memory_order_relaxed);
     s.tls_handshakes += k.tls_handshakes.load(std::memory_order_relaxed);
+    s.ktls += k.ktls.load(std::memory_order_relaxed);
+    s.ktls_switched += k.ktls_switched.load(std::memory_order_relaxed);
     s.tls_failures += k.tls_failures.load(std::memory_order_relaxed);
   }
   return s;
@@ -125,7 +127,9 @@ std::string_view endpoint::transport(conn_id id) const noexcept {
   detail::loop* l = impl_ ? impl_->loop_for(id) : nullptr;
   const detail::conn* c = l ? l->lookup(id) : nullptr;
   if (!c) return {};
-  return c->tls ? "user-space TLS" : "tcp";  // kernel TLS is not implemented
+  if (!c->tls) return "tcp";
+  const detail::tls_session* t = l->tls_of(*c);
+  return t && t->kernel_tx() ? "kernel TLS" : "user-space TLS";
 }
 
 backend endpoint::active_backend() const noexcept {

@@ -357,6 +357,7 @@ void loop::free_slot(conn& c) {
   c.close_code = 1006;
   c.user = nullptr;
   if (c.tls) {  // only now: an io_uring send may have read its ciphertext until the slot drained
+    if (tls_[c.slot]->kernel_tx()) --st_.ktls;
     tls_[c.slot].reset();
     c.tls = false;
     --st_.tls;
@@ -734,6 +735,11 @@ int loop::gather(conn& c, iovec* iov, int max_iov) {
 // connection was destroyed.
 bool loop::flush(conn& c) {
   if (c.tls) return flush_tls(c);
+  return flush_plain(c);
+}
+
+// The frames themselves to the socket: plain TCP, or kernel TLS (which encrypts them).
+bool loop::flush_plain(conn& c) {
   while (!c.writing) {
     iovec iov[16];
     const int n = gather(c, iov, 16);

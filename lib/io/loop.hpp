@@ -133,8 +133,8 @@ struct loop_options {
 struct loop_counters {
   std::atomic<std::size_t> connections{0};
   std::atomic<std::uint64_t> accepted{0}, connected{0}, upgraded{0}, broadcast_dropped{0}, paused_reads{0};
-  std::atomic<std::size_t> tls{0};
-  std::atomic<std::uint64_t> tls_handshakes{0}, tls_failures{0};
+  std::atomic<std::size_t> tls{0}, ktls{0};
+  std::atomic<std::uint64_t> tls_handshakes{0}, tls_failures{0}, ktls_switched{0};
 };
 
 class loop;
@@ -246,6 +246,8 @@ class loop {
   void tls_log(int kind, const std::string& line);
   void dispatch(conn& c, const event& ev);
   bool flush(conn& c);
+  bool flush_plain(conn& c);
+  bool try_kernel_tls(conn& c, tls_session& t);
   int gather(conn& c, iovec* iov, int max_iov);
   bool queue_shared(conn& c, const std::shared_ptr<const prepared_message>& m);
   void consume(conn& c, std::size_t n);
@@ -288,8 +290,8 @@ class loop {
   std::vector<std::unique_ptr<tls_session>> tls_;
   byte_buffer tls_plain_;
   byte_buffer tls_stage_;
-  std::int64_t tls_log_at_[2] = {0, 0};  // by kind: 0 plain HTTP, 1 handshake failures
-  unsigned tls_log_skipped_[2] = {0, 0};
+  std::int64_t tls_log_at_[3] = {0, 0, 0};  // by kind: 0 plain HTTP, 1 handshake failures, 2 kernel TLS
+  unsigned tls_log_skipped_[3] = {0, 0, 0};
 
   std::mutex posted_mu_;
   std::vector<std::function<void()>> posted_;

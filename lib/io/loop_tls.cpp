@@ -11,9 +11,11 @@
 // bounds it: a client that stalls or trickles a byte a second is dropped.
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <string>
 
+#include "io/ktls.hpp"
 #include "io/loop.hpp"
 #include "io/tls.hpp"
 
@@ -92,8 +94,9 @@ void loop::tls_failed(conn& c) {
     return enter_http_reply(c);
   }
   // Closed at once: the alert that says why (unknown_ca, bad_certificate,
-  // bad_record_mac ...) goes out first, or the peer sees a bare EOF.
-  tls_send_alert(c);
+  // bad_record_mac ...) goes out first, or the peer sees a bare EOF. (Not with kernel
+  // TLS: OpenSSL's records would be under keys the connection no longer sends with.)
+  if (!t.kernel_tx()) tls_send_alert(c);
   if (c.is_client) {
     if (c.ph == phase::handshake) return fail_client(c, "TLS: " + t.error());
     c.extra().close_reason = "TLS: " + t.error();
@@ -138,6 +141,9 @@ void loop::tls_plain_http(conn& c) {
 // no write in flight, so an io_uring send always reads stable memory.
 bool loop::flush_tls(conn& c) {
   tls_session& t = *tls_[c.slot];
+  if (t.kernel_tx()) return flush_plain(c);
+  // Every record OpenSSL made is on the socket: the kernel may take over sending.
+  if (!c.writing && t.kernel_tx_possible() && t.pending_bytes() == 0 && try_kernel_tls(c, t)) return flush_plain(c);
   while (!c.writing) {
     if (!t.failed()) {
       if (c.is_client && !t.started()) t.start();
@@ -173,7 +179,11 @@ bool loop::flush_tls(conn& c) {
     }
     t.collect();
     const auto p = t.pending();
-    if (p.empty()) return true;
+    if (p.empty()) {
+      // All written, OpenSSL's records included: the kernel may take over from here.
+      if (t.kernel_tx_possible()) (void)try_kernel_tls(c, t);
+      return true;
+    }
     iovec one{const_cast<std::byte*>(p.data()), p.size()};
     const ssize_t w = be_->write(c, &one, 1);
     if (w >= 0) {
@@ -191,7 +201,30 @@ bool loop::flush_tls(conn& c) {
 }
 
 // Before the FIN of a clean close: close_notify (RFC 8446 §6.1). True when it was
-// queued now (service() writes it, then comes back here and goes on).
-bool loop::tls_close_notify(conn& c) { return c.tls && tls_[c.slot]->shutdown(); }
+// queued now (service() writes it, then comes back here and goes on). With kernel
+// TLS it is sent at once as an alert record (everything before it went out).
+bool loop::tls_close_notify(conn& c) {
+  if (!c.tls) return false;
+  tls_session& t = *tls_[c.slot];
+  if (!t.kernel_tx()) return t.shutdown();
+  if (!t.shutdown_sent()) {
+    t.mark_shutdown_sent();
+    (void)ktls_send_alert(c.fd, 1, 0);  // warning, close_notify
+  }
+  return false;
+}
+
+// Hands the sending keys to the kernel (ktls.hpp). Without a kernel that has TLS,
+// every session stays in user space, silently (stats() says which is in use).
+bool loop::try_kernel_tls(conn& c, tls_session& t) {
+  const int e = t.start_kernel_tx(c.fd);
+  if (e == 0) {
+    ++st_.ktls;
+    ++st_.ktls_switched;
+    return true;
+  }
+  if (e > 0 && e != ENOENT && e != ENOPROTOOPT) tls_log(2, "kernel TLS not used: " + t.ktls_note());
+  return false;
+}
 
 }  // namespace ws6455::io::detail

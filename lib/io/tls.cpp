@@ -3,6 +3,8 @@
 // stale error from another connection on this loop is never reported.
 #include "io/tls.hpp"
 
+#include "io/ktls.hpp"
+
 #include <arpa/inet.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -10,7 +12,9 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 
 namespace ws6455::io::detail {
@@ -57,6 +61,27 @@ bool ip_literal(const std::string& host) {
   return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
+// Kernel TLS: OpenSSL's key log and record callbacks reach the session (app data).
+void keylog_cb(const SSL* ssl, const char* line) {
+  if (auto* s = static_cast<tls_session*>(SSL_get_app_data(ssl))) s->on_keylog(line);
+}
+
+void msg_cb(int write_p, int, int content_type, const void* buf, std::size_t len, SSL* ssl, void*) {
+  if (auto* s = static_cast<tls_session*>(SSL_get_app_data(ssl))) s->on_record(write_p, content_type, buf, len);
+}
+
+// Set once a kernel refused the tls ULP (no module): sessions stop preparing for it.
+std::atomic<bool> g_ktls_unavailable{false};
+
+bool ktls_wanted() {
+  if (g_ktls_unavailable.load(std::memory_order_relaxed)) return false;
+  static const bool off = [] {
+    const char* v = std::getenv("WS6455_NO_KTLS");
+    return v && *v && *v != '0';
+  }();
+  return !off;
+}
+
 }  // namespace
 
 struct tls_context::ctx_set {
@@ -95,6 +120,7 @@ expected<SSL_CTX*, std::string> server_ctx(const tls_certificate& cert, tls_cont
   SSL_CTX_set_alpn_select_cb(ctx, alpn_select, nullptr);
   SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
   SSL_CTX_set_tlsext_servername_arg(ctx, self);
+  SSL_CTX_set_keylog_callback(ctx, keylog_cb);  // kernel TLS: the TLS 1.3 traffic secret
   if (SSL_CTX_use_certificate_chain_file(ctx, cert.cert_file.c_str()) != 1)
     return fail("certificate " + cert.cert_file + ": " + openssl_error("unreadable"));
   if (SSL_CTX_use_PrivateKey_file(ctx, cert.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
@@ -145,6 +171,7 @@ expected<std::shared_ptr<tls_context>, std::string> tls_context::make_client(con
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_alpn_protos(ctx, alpn_http11, sizeof alpn_http11);  // 0 on success (sic)
+  SSL_CTX_set_keylog_callback(ctx, keylog_cb);  // kernel TLS: the TLS 1.3 traffic secret
   if (!ca_file.empty()) {
     if (SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr) != 1)
       return unexpected<std::string>{"CA file " + ca_file + ": " + openssl_error("unreadable")};
@@ -221,6 +248,10 @@ std::unique_ptr<tls_session> tls_session::make(tls_context& ctx, std::string_vie
     return nullptr;
   }
   SSL_set_bio(s->ssl_, rb, wb);
+  if (ktls_wanted()) {
+    SSL_set_app_data(s->ssl_, s.get());
+    SSL_set_msg_callback(s->ssl_, msg_cb);
+  }
   if (s->server_) {
     SSL_set_accept_state(s->ssl_);
     return s;
@@ -292,11 +323,19 @@ tls_session::status tls_session::feed(std::span<const std::byte> in, byte_buffer
       return status::failed;
     }
   } while (!in.empty());
+  if (kernel_tx_ && BIO_ctrl_pending(SSL_get_wbio(ssl_)) > 0) {
+    // OpenSSL answered something (a TLS 1.3 KeyUpdate that asks for ours, RFC 8446
+    // §4.6.3) under keys the kernel now owns: it cannot go out, and the peer would
+    // wait for it.
+    failed_ = true;
+    error_ = "the peer asked for something kernel TLS cannot send (a key update)";
+    return status::failed;
+  }
   return status::ok;
 }
 
 bool tls_session::encrypt(std::span<const std::byte> plain) {
-  if (failed_) return false;
+  if (failed_ || kernel_tx_) return false;
   while (!plain.empty()) {
     std::size_t w = 0;
     ERR_clear_error();
@@ -313,7 +352,7 @@ bool tls_session::encrypt(std::span<const std::byte> plain) {
 }
 
 bool tls_session::shutdown() {
-  if (shutdown_sent_ || failed_ || !established_) return false;
+  if (shutdown_sent_ || failed_ || !established_ || kernel_tx_) return false;
   shutdown_sent_ = true;
   ERR_clear_error();
   (void)SSL_shutdown(ssl_);  // 0: close_notify queued; the peer's is not awaited
@@ -325,6 +364,10 @@ void tls_session::collect() {
   BIO* wb = SSL_get_wbio(ssl_);
   const std::size_t n = BIO_ctrl_pending(wb);
   if (n == 0) return;
+  if (kernel_tx_) {  // records under keys the kernel owns now: never sent
+    (void)BIO_reset(wb);
+    return;
+  }
   if (out_pos_ == out_.size()) {
     out_.clear();
     out_pos_ = 0;
@@ -365,6 +408,64 @@ void tls_session::trim() {
   if (BIO_ctrl_pending(rb) == 0 && BIO_get_mem_ptr(rb, &bm) == 1 && bm && bm->max > keep_capacity) {
     if (BIO* nb = new_read_bio()) SSL_set0_rbio(ssl_, nb);
   }
+}
+
+// ------------------------------------------------------------ kernel TLS (sending)
+
+void tls_session::on_keylog(std::string_view line) {
+  // "SERVER_TRAFFIC_SECRET_0 <client random> <secret>" (hex): our sending secret.
+  const std::string_view want = server_ ? "SERVER_TRAFFIC_SECRET_0 " : "CLIENT_TRAFFIC_SECRET_0 ";
+  if (!line.starts_with(want)) return;
+  const auto sp = line.rfind(' ');
+  const std::string_view hex = line.substr(sp + 1);
+  tx_secret_.clear();
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    auto nib = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
+    tx_secret_.push_back(static_cast<unsigned char>(nib(hex[i]) << 4 | nib(hex[i + 1])));
+  }
+}
+
+void tls_session::on_record(int write_p, int content_type, const void* buf, std::size_t len) {
+  if (!write_p) return;
+  if (content_type == SSL3_RT_HEADER) {
+    if (tx_counting_) ++tx_records_;  // one record went out under the current keys
+    return;
+  }
+  // Our Finished: TLS 1.3 sends it under the handshake keys, so the application
+  // keys start after it (RFC 8446 §7.1); TLS 1.2 sends it as the first record after
+  // ChangeCipherSpec, sequence number 0 of the new keys (RFC 5246 §6.1).
+  if (content_type == SSL3_RT_HANDSHAKE && len > 0 && static_cast<const unsigned char*>(buf)[0] == SSL3_MT_FINISHED) {
+    tx_counting_ = true;
+    tx_records_ = SSL_version(ssl_) == TLS1_3_VERSION ? 0 : 1;
+  }
+}
+
+bool tls_session::kernel_tx_keys(ktls_keys& out, std::string* why) const {
+  if (!tx_counting_) {
+    *why = "the handshake is not finished";
+    return false;
+  }
+  return derive_ktls_keys(ssl_, tx_secret_, tx_records_, out, why);
+}
+
+int tls_session::start_kernel_tx(int fd) {
+  kernel_tx_tried_ = true;
+  if (!ktls_wanted()) return ENOENT;
+  ktls_keys k;
+  if (!kernel_tx_keys(k, &ktls_note_)) return -1;
+  const int e = enable_ktls_tx(fd, k);
+  OPENSSL_cleanse(&k, sizeof k);
+  if (e == ENOENT || e == ENOPROTOOPT) {
+    g_ktls_unavailable.store(true, std::memory_order_relaxed);  // no module: nobody tries again
+    ktls_note_ = "this kernel has no TLS (TCP_ULP \"tls\")";
+  } else if (e != 0) {
+    ktls_note_ = std::string("TLS_TX: ") + std::strerror(e);
+  } else {
+    kernel_tx_ = true;
+    OPENSSL_cleanse(tx_secret_.data(), tx_secret_.size());
+    tx_secret_.clear();
+  }
+  return e;
 }
 
 std::string tls_session::describe_failure(int ssl_error) {

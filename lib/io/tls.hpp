@@ -6,7 +6,8 @@
 //   plaintext queued -> tls_session::encrypt -> records in the session's own buffer,
 //                       written by the backend and consumed on completion
 //
-// User-space TLS only: kernel TLS (TCP_ULP "tls") is not implemented.
+// Kernel TLS for sending (ktls.hpp) where the kernel has it: after the handshake
+// the session hands its sending keys to the socket and the driver writes plaintext.
 #pragma once
 
 #include <cstddef>
@@ -125,6 +126,22 @@ class tls_session {
   bool holds_storage() const noexcept;
   void trim();
 
+  // Kernel TLS (sending): whether the kernel encrypts what goes out now, and the
+  // switch itself: only with nothing left to write (every record OpenSSL made is
+  // on the socket), once per session. Returns 0, or an errno (ENOENT/ENOPROTOOPT:
+  // this kernel has no TLS), or -1 when the session cannot (why in ktls_note()).
+  bool kernel_tx() const noexcept { return kernel_tx_; }
+  bool kernel_tx_possible() const noexcept {
+    return established_ && !failed_ && !shutdown_sent_ && !kernel_tx_ && !kernel_tx_tried_ && tx_counting_;
+  }
+  int start_kernel_tx(int fd);
+  // The keys start_kernel_tx() would hand over now (tests check them against the
+  // records OpenSSL makes).
+  bool kernel_tx_keys(struct ktls_keys& out, std::string* why) const;
+  SSL* native_handle() const noexcept { return ssl_; }
+  const std::string& ktls_note() const noexcept { return ktls_note_; }
+  void mark_shutdown_sent() noexcept { shutdown_sent_ = true; }
+
   const std::string& error() const noexcept { return error_; }
   // For the failure message: the certificate verification result, if that failed.
   std::string describe_failure(int ssl_error);
@@ -140,6 +157,20 @@ class tls_session {
   byte_buffer out_;
   std::size_t out_pos_ = 0;
   std::string error_;
+  // Kernel TLS: our traffic secret (TLS 1.3, from OpenSSL's key log) and the records
+  // sent under the current keys (counted from our Finished, through OpenSSL's
+  // message callback).
+  std::vector<unsigned char> tx_secret_;
+  std::uint64_t tx_records_ = 0;
+  bool tx_counting_ = false;
+  bool kernel_tx_ = false;
+  bool kernel_tx_tried_ = false;
+  std::string ktls_note_;
+
+ public:
+  // OpenSSL's callbacks (tls.cpp). Internal.
+  void on_keylog(std::string_view line);
+  void on_record(int write_p, int content_type, const void* buf, std::size_t len);
 };
 
 // Whether `head` is the start of a plain HTTP request (an upper-case method and a

@@ -42,12 +42,14 @@ struct io_stats {
   std::uint64_t upgraded = 0;       // WebSocket connections opened
   std::uint64_t broadcast_dropped = 0;  // broadcast copies skipped for slow consumers
   std::uint64_t paused_reads = 0;   // times a connection stopped being read (backpressure)
-  // wss://: TLS runs in user space (OpenSSL over memory buffers); kernel TLS is not
-  // implemented, so ktls is always 0.
+  // wss://: OpenSSL over memory buffers; after the handshake the kernel encrypts
+  // what is sent (kernel TLS, AES-GCM) where it can (TCP_ULP "tls"), else user space.
+  // WS6455_NO_KTLS=1 in the environment keeps every connection in user space.
   std::size_t tls = 0;              // open TLS connections
   std::uint64_t tls_handshakes = 0;  // TLS handshakes completed
   std::uint64_t tls_failures = 0;    // TLS connections that failed (alerts, bad records, verification)
-  std::size_t ktls = 0;             // connections whose records the kernel encrypts: always 0
+  std::size_t ktls = 0;             // open TLS connections whose records the kernel encrypts
+  std::uint64_t ktls_switched = 0;  // TLS connections handed to kernel TLS, in all
 };
 
 // Sending to one connection, from the thread of the loop that owns it (inside a
