@@ -1,6 +1,7 @@
 """What every Python suite here shares: counted checks, the closing line
-"N passed, N failed" that `./run test` and CI read, and reading a started
-server's first line (its "listening on ..." announcement) with a time limit."""
+"N passed, N failed" that `./run test` and CI read, the binary under test being
+there, and reading a started server's first line (its "listening on ..."
+announcement) with a time limit."""
 import os
 import select
 import sys
@@ -33,6 +34,16 @@ def summary():
     """Prints the closing line; returns the exit status (1 on any failure)."""
     print(f"{PASSED} passed, {FAILED} failed")
     return 1 if FAILED else 0
+
+
+def runnable(path):
+    """Whether `path` is an executable; if not, says so and prints the closing line
+    (the caller exits 1)."""
+    if os.access(path, os.X_OK):
+        return True
+    print(f"not executable: {path}")
+    print("0 passed, 1 failed")
+    return False
 
 
 def first_line(proc, seconds=10):

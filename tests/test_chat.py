@@ -15,44 +15,16 @@ import json
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 
 import websockets
 
-from checks import check, first_line, run_check, summary
+from checks import check, run_check, runnable, summary
+from serving import UPGRADE, Server, http_get, stop_all
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
 SERVE_ARGS = sys.argv[2:]
-SERVERS = []
 QUIET = 0.4  # how long "nothing else arrives" is watched for, in seconds
-
-
-class Server:
-    """`ws6455 serve --mode chat --port 0 [suite options] [args]`, its port read from
-    the announcement on its first stdout line."""
-
-    def __init__(self, *args):
-        self.proc = subprocess.Popen([BIN, "serve", "--mode", "chat", "--port", "0", *SERVE_ARGS, *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        SERVERS.append(self)
-        line = first_line(self.proc)
-        m = re.match(rb"listening on ws://127\.0\.0\.1:(\d+)/\n", line)
-        if not m:
-            self.stop()
-            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()[-2000:]!r}")
-        self.port = int(m.group(1))
-        self.url = f"ws://127.0.0.1:{self.port}"
-
-    def stop(self, sig=signal.SIGKILL):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=5)
 
 
 def short(x, n=300):
@@ -61,44 +33,18 @@ def short(x, n=300):
     return r if len(r) <= n else r[:n] + f"... ({len(r)} chars)"
 
 
+def chat_server(*args):
+    """`ws6455 serve --mode chat --port 0 [suite options] [args]`, started."""
+    return Server(BIN, "--mode", "chat", *SERVE_ARGS, *args)
+
+
 def arun(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-def http_get(port, path, timeout=5):
-    """A plain HTTP/1.1 GET; returns (status line, headers text, body bytes)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        head = head.decode("latin-1")
-        m = re.search(r"(?im)^content-length:\s*(\d+)", head)
-        while m and len(body) < int(m.group(1)):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-    status, _, headers = head.partition("\r\n")
-    return status, headers, body
-
-
 def upgrade_status(port, path, timeout=5):
     """The status line the server answers a WebSocket upgrade to `path` with."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    return data.split(b"\r\n", 1)[0].decode("latin-1")
+    return http_get(port, path, timeout, headers=UPGRADE)[0]
 
 
 # ------------------------------------------------------------------ a JSON chat client
@@ -473,10 +419,10 @@ def test_order(srv):
 
 def test_errors():
     limit = 1000
-    srv = Server("--max-message", str(limit))
+    srv = chat_server("--max-message", str(limit))
     try:
         arun(errors(srv.url, limit))
-        alive = srv.proc.poll() is None
+        alive = srv.alive()
         check("the server with --max-message 1000 is still running", alive)
     finally:
         srv.stop()
@@ -621,7 +567,7 @@ async def chat_across_loops(url, rooms=4, per_room=10, per_sender=25):
 
 
 def test_chat_across_loops():
-    srv = Server("--threads", "4")
+    srv = chat_server("--threads", "4")
     try:
         bad, extra = arun(chat_across_loops(srv.url), timeout=120)
         check("--threads 4, 40 clients in 4 rooms, 25 messages each: each member gets each message of its room "
@@ -631,12 +577,10 @@ def test_chat_across_loops():
 
 
 def main():
-    if not os.access(BIN, os.X_OK):
-        print(f"not executable: {BIN}")
-        print("0 passed, 1 failed")
+    if not runnable(BIN):
         return 1
     try:
-        srv = Server()
+        srv = chat_server()
         run_check("welcome and names", test_welcome, srv)
         run_check("join at open", test_join_at_open, srv)
         run_check("join, leave, rooms, chat", test_rooms, srv)
@@ -647,16 +591,15 @@ def main():
         run_check("bad names and rooms at open", test_bad_open, srv)
         run_check("stats", test_stats, srv)
         run_check("chat across loops", test_chat_across_loops)
-        alive = srv.proc.poll() is None
+        alive = srv.alive()
         rc = srv.stop(signal.SIGTERM)
-        err = srv.proc.stderr.read().decode(errors="replace")[-2000:] if rc else ""
+        err = srv.log_tail() if rc else ""
         check("the chat server is still running and exits 0 on SIGTERM", alive and rc == 0,
               f"alive={alive} rc={rc} {err}")
     except Exception as e:  # noqa: BLE001
         check("setup", False, f"{type(e).__name__}: {e}")
     finally:
-        for s in SERVERS:
-            s.stop()
+        stop_all()
     return summary()
 
 

@@ -22,22 +22,17 @@ latency p50/p99 and the messages/s one instance relays through Redis at 1 KiB.
 Prints "N passed, N failed"; exits 1 on any failure.
 """
 import asyncio
-import json
 import os
 import pathlib
-import re
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
-import websockets
-
-import checks
-from checks import check, first_line, summary
+from checks import check, runnable, summary
+from serving import ChatClient as Client
+from serving import Proc, Redis, Server, chat_round, deliveries, find_program, finish, free_port, rss_kib, stop_all
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
@@ -48,128 +43,18 @@ PER_SENDER = 20      # the first round; later rounds send fewer
 LATENCY_SAMPLES = 300
 RELAY_SECONDS = 3.0
 RELAY_CONTENT = 1024
-PROCS = []           # every process started, stopped in main()'s finally
 
 
 # ------------------------------------------------------------------ processes
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Instance(Server):
+    """`ws6455 serve --mode chat --redis` on the suite's Redis; its log in `tmp`."""
 
-
-def find_program(name, *fallbacks):
-    for p in (shutil.which(name), *fallbacks):
-        if p and os.access(p, os.X_OK):
-            return p
-    return None
-
-
-class Proc:
-    def __init__(self, name, argv, log, stdout=None):
-        self.name = name
-        self.log = log
-        self.proc = subprocess.Popen(argv, stdout=stdout if stdout is not None else open(log, "ab"),
-                                     stderr=open(log, "ab"), stdin=subprocess.DEVNULL)
-        PROCS.append(self)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=10):
-        """Sends `sig`, waits up to `timeout`; kills if still there. The exit status
-        (negative: the signal that ended it)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            return "killed after timeout"
-
-    def log_tail(self, n=1500):
-        try:
-            return pathlib.Path(self.log).read_bytes()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
-
-
-def redis_ping(port, timeout=1.0):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def start_redis(exe, port, tmp):
-    p = Proc("redis", [exe, "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
-                       "--daemonize", "no", "--dir", tmp], os.path.join(tmp, "redis.log"))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and p.alive():
-        if redis_ping(port):
-            return p
-        time.sleep(0.05)
-    raise RuntimeError(f"redis-server did not start on {port}: {p.log_tail()}")
-
-
-def http_get(port, path, timeout=5):
-    """(status line, body) of a plain GET to 127.0.0.1:port."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            head, sep, body = data.partition(b"\r\n\r\n")
-            m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-            if sep and m and len(body) >= int(m.group(1)):
-                break
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head.split(b"\r\n", 1)[0].decode("latin-1"), body
-
-
-class Instance:
     def __init__(self, label, redis_port, tmp, *extra):
+        super().__init__(BIN, "--mode", "chat", "--redis", f"redis://127.0.0.1:{redis_port}", *SERVE_ARGS, *extra,
+                         name=f"instance {label}", log=os.path.join(tmp, f"instance-{label}.log"))
         self.label = label
-        self.p = Proc(f"instance {label}", [BIN, "serve", "--mode", "chat", "--port", "0", "--redis",
-                                            f"redis://127.0.0.1:{redis_port}", *SERVE_ARGS, *extra],
-                      os.path.join(tmp, f"instance-{label}.log"), stdout=subprocess.PIPE)
-        line = first_line(self.p.proc)
-        m = re.match(rb"listening on ws://127\.0\.0\.1:(\d+)/\n", line)
-        if not m:
-            self.p.stop(signal.SIGKILL)
-            raise RuntimeError(f"instance {label} did not start: {line!r} {self.p.log_tail()}")
-        self.port = int(m.group(1))
-        self.url = f"ws://127.0.0.1:{self.port}"
         self.id = self.stats()["instance"]
-
-    def stats(self):
-        status, body = http_get(self.port, "/stats")
-        if not status.startswith("HTTP/1.1 200"):
-            raise RuntimeError(f"GET /stats on {self.label}: {status}")
-        return json.loads(body)
-
-    async def astats(self):
-        return await asyncio.to_thread(self.stats)
-
-    async def wait_redis(self, connected, timeout):
-        """Polls GET /stats until redis.connected is `connected`; returns the last stats."""
-        deadline = time.monotonic() + timeout
-        while True:
-            st = await self.astats()
-            if st["redis"]["connected"] is connected or time.monotonic() > deadline:
-                return st
-            await asyncio.sleep(0.1)
 
 
 NGINX_MARKER = "<!-- example: nginx_conf -->"
@@ -199,7 +84,7 @@ def start_nginx(exe, tmp, upstream_ports):
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
         f.write(nginx_config(tmp, port, upstream_ports))
-    p = Proc("nginx", [exe, "-e", os.path.join(tmp, "error.log"), "-c", conf, "-p", tmp + "/"],
+    p = Proc([exe, "-e", os.path.join(tmp, "error.log"), "-c", conf, "-p", tmp + "/"], "nginx",
              os.path.join(tmp, "nginx.out"))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and p.alive():
@@ -221,114 +106,7 @@ def children(pid):
         return []
 
 
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 # ------------------------------------------------------------------ clients
-
-class Client:
-    """A chat client; a reader task files every message as it arrives. Chat contents
-    are "TAG|SENDER|SEQ|SENT_NS|padding"; per tag, `chats` keeps
-    (room, from, sender, seq, id, received_ns, sent_ns)."""
-
-    def __init__(self, name, rooms):
-        self.name = name
-        self.rooms = set(rooms)
-        self.ws = None
-        self.welcome = None
-        self.instance = None
-        self.log = []      # every message but chats
-        self.chats = {}    # tag -> [...]
-        self.bad = []      # chats whose content is not ours
-        self.changed = asyncio.Event()
-        self.ended = asyncio.Event()
-        self.task = None
-
-    async def open(self, url, timeout=15):
-        self.ws = await asyncio.wait_for(
-            websockets.connect(url, ping_interval=None, max_size=None, compression=None, open_timeout=timeout),
-            timeout)
-        self.welcome = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-        self.instance = self.welcome.get("instance")
-        self.task = asyncio.ensure_future(self.reader())
-        return self
-
-    async def reader(self):
-        try:
-            async for raw in self.ws:
-                now = time.perf_counter_ns()
-                m = json.loads(raw)
-                if m.get("type") == "chat":
-                    parts = str(m.get("content", "")).split("|", 4)
-                    if len(parts) == 5:
-                        self.chats.setdefault(parts[0], []).append(
-                            (m.get("room"), m.get("from"), parts[1], int(parts[2]), json.dumps(m.get("id")), now,
-                             int(parts[3])))
-                    else:
-                        self.bad.append(m)
-                else:
-                    self.log.append(m)
-                self.changed.set()
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            self.ended.set()
-            self.changed.set()
-
-    async def wait(self, pred, timeout):
-        """Until pred() holds or the connection ended or `timeout` passed; returns pred()."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while not pred():
-            if self.ended.is_set() or loop.time() >= end:
-                return pred()
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), end - loop.time())
-            except asyncio.TimeoutError:
-                pass
-        return True
-
-    def has(self, **kv):
-        return any(all(m.get(k) == v for k, v in kv.items()) for m in self.log)
-
-    async def send(self, obj):
-        await self.ws.send(json.dumps(obj))
-
-    async def join(self, room, timeout=20):
-        """Joins and waits for its own joined (then its members)."""
-        await self.send({"type": "join", "room": room})
-        ok = await self.wait(lambda: self.has(type="joined", room=room, who=self.name) and
-                             any(m.get("type") == "members" and m.get("room") == room and
-                                 self.name in (m.get("who") or []) for m in self.log), timeout)
-        return ok
-
-    async def chat(self, room, tag, seq, size=0):
-        """Sends TAG|NAME|SEQ|NOW_NS|, padded to `size` bytes of content."""
-        content = f"{tag}|{self.name}|{seq}|{time.perf_counter_ns()}|"
-        content += "y" * max(0, size - len(content))
-        await self.ws.send(json.dumps({"type": "chat", "room": room, "content": content}))
-
-    async def close(self):
-        if self.ws is not None:
-            try:
-                await asyncio.wait_for(self.ws.close(), 5)
-            except (asyncio.TimeoutError, OSError):
-                pass
-        if self.task is not None:
-            try:
-                await asyncio.wait_for(self.task, 5)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - closing anyway
-                pass
-
 
 async def open_many(url, names_rooms, batch=50):
     out = []
@@ -337,74 +115,6 @@ async def open_many(url, names_rooms, batch=50):
         await asyncio.gather(*(c.open(f"{url}/?name={c.name}") for c in group))
         out.extend(group)
     return out
-
-
-async def chat_round(tag, clients, per_sender, required=None, timeout=60):
-    """Every client sends `per_sender` chats to its room. `required(sender, receiver)`
-    says who must get whose (default: every member of the room); anything else of
-    the room may arrive at most once. Returns (problems, messages received)."""
-    required = required or (lambda s, r: True)
-    by_room = {}
-    for c in clients:
-        for room in c.rooms:
-            by_room.setdefault(room, []).append(c)
-
-    async def sender(c):
-        (room,) = c.rooms
-        for seq in range(per_sender):
-            await c.chat(room, tag, seq)
-
-    must = {c.name: {(s.name, seq) for room in c.rooms for s in by_room[room] if required(s, c)
-                     for seq in range(per_sender)} for c in clients}
-    may = {c.name: {(s.name, seq) for room in c.rooms for s in by_room[room] for seq in range(per_sender)}
-           for c in clients}
-    await asyncio.gather(*(sender(c) for c in clients))
-
-    def done(c):
-        return must[c.name] <= {(x[2], x[3]) for x in c.chats.get(tag, [])}
-    await asyncio.gather(*(c.wait(lambda c=c: len(c.chats.get(tag, [])) >= len(must[c.name]) and done(c), timeout)
-                           for c in clients))
-    await asyncio.sleep(0.5)  # a duplicate, or another room's message, would arrive now
-    problems = []
-    received = 0
-    ids = {}
-    for c in clients:
-        got = c.chats.get(tag, [])
-        received += len(got)
-        keys = [(x[2], x[3]) for x in got]
-        last = {}
-        for room, frm, snd, seq, mid, _, _ in got:
-            if room not in c.rooms or frm != snd or (snd, seq) not in may[c.name]:
-                problems.append(f"{c.name} got {snd}:{seq} of {room} (from {frm})")
-                break
-            if seq <= last.get(snd, -1):
-                problems.append(f"{c.name}: {snd}:{seq} after {snd}:{last[snd]} (order)")
-                break
-            last[snd] = seq
-            ids.setdefault((snd, seq), set()).add(mid)
-        if len(keys) != len(set(keys)):
-            problems.append(f"{c.name}: {len(keys) - len(set(keys))} duplicates")
-        missing = must[c.name] - set(keys)
-        if missing:
-            problems.append(f"{c.name} ({c.instance}): {len(missing)} of {len(must[c.name])} missing, "
-                            f"e.g. {sorted(missing)[:2]}")
-        if c.bad:
-            problems.append(f"{c.name}: foreign chats {c.bad[:2]}")
-    if any(len(v) != 1 for v in ids.values()):
-        problems.append("a message reached its members with different ids")
-    all_ids = [next(iter(v)) for v in ids.values() if len(v) == 1]
-    if len(all_ids) != len(set(all_ids)):
-        problems.append("two messages share an id")
-    return problems, received
-
-
-def deliveries(clients, per_sender):
-    """How many chats a round delivers when every member gets every message of its room."""
-    sizes = {}
-    for c in clients:
-        for r in c.rooms:
-            sizes[r] = sizes.get(r, 0) + 1
-    return sum(n * n for n in sizes.values()) * per_sender
 
 
 def across(clients, tag):
@@ -432,7 +142,7 @@ async def scenario(env):
         # 1. 200 clients through nginx, one room each (10 rooms, each on both instances); each
         # waits for its own joined.
         workers = children(env["nginx"].pid)
-        worker_rss0 = rss_kib(workers[0]) if workers else 0
+        worker_rss0 = (rss_kib(workers[0]) or 0) if workers else 0
         t0 = time.monotonic()
         clients = await open_many(nginx_url, [(f"c{i:03d}", None) for i in range(CLIENTS)])
         welcomes_ok = all(c.welcome.get("type") == "welcome" and c.welcome.get("name") == c.name for c in clients)
@@ -458,7 +168,7 @@ async def scenario(env):
         print(f"     (200 clients connected through nginx and joined in {time.monotonic() - t0:.2f} s: "
               f"{len(on_a)} on A, {len(on_b)} on B)")
         if workers:
-            grown = rss_kib(workers[0]) - worker_rss0
+            grown = (rss_kib(workers[0]) or 0) - worker_rss0
             print(f"     (nginx worker RSS +{grown} KiB for {CLIENTS} proxied WebSockets: "
                   f"~{grown * 1024 // CLIENTS} B each)")
 
@@ -516,7 +226,7 @@ async def scenario(env):
               all(v > 0 for v in lost.values()), f"lost +{lost}; {after}")
         print(f"     (Redis down: {n} deliveries, {cross} of them across instances; lost +{lost})")
 
-        env["redis"] = start_redis(redis_exe, redis_port, tmp)
+        env["redis"] = Redis(redis_port, dir=tmp, exe=redis_exe)
         t0 = time.monotonic()
         up = [await x.wait_redis(True, 20) for x in (a, b)]
         check("Redis back on its port: both instances reconnect (redis.connected true, reconnects grew)",
@@ -531,7 +241,7 @@ async def scenario(env):
         # 6. Instance B is killed: its clients see 1006, reconnect through nginx to A, rejoin.
         victims = [c for c in clients if c.instance == b.id]
         survivors = [c for c in clients if c.instance != b.id]
-        rc = b.p.stop(signal.SIGKILL)
+        rc = b.stop(signal.SIGKILL)
         check("instance B killed (SIGKILL)", rc == -signal.SIGKILL, f"rc={rc}")
         await asyncio.gather(*(c.wait(lambda: False, 10) for c in victims))  # until each ended, at most 10 s
         codes = sorted({c.ws.close_code for c in victims}, key=str)
@@ -566,10 +276,10 @@ async def scenario(env):
                                       for c in room1))
         check("a third instance joins in: its member's joined reaches the room on A", ok and all(seen),
               f"own joined {ok}; {seen.count(False)} missed it")
-        rc = await asyncio.to_thread(c_inst.p.stop, signal.SIGTERM)
+        rc = await asyncio.to_thread(c_inst.stop, signal.SIGTERM)
         await x.wait(lambda: False, 5)
         check("SIGTERM on that instance: its client gets close 1001, it exits 0",
-              x.ws.close_code == 1001 and rc == 0, f"code {x.ws.close_code} rc={rc} {c_inst.p.log_tail()}")
+              x.ws.close_code == 1001 and rc == 0, f"code {x.ws.close_code} rc={rc} {c_inst.log_tail()}")
         seen = await asyncio.gather(*(c.wait(lambda c=c: c.has(type="left", room="room1", who="x"), 10)
                                       for c in room1))
         check("and the members on A get left for its client", all(seen), f"{seen.count(False)} of {len(room1)} "
@@ -673,9 +383,7 @@ async def measure(a, b, extra):
 
 
 def main():
-    if not os.access(BIN, os.X_OK):
-        print(f"not executable: {BIN}")
-        print("0 passed, 1 failed")
+    if not runnable(BIN):
         return 1
     redis_exe = find_program("redis-server", "/usr/bin/redis-server")
     nginx_exe = find_program("nginx", "/usr/sbin/nginx")
@@ -691,7 +399,7 @@ def main():
     t_start = time.monotonic()
     try:
         env["redis_port"] = free_port()
-        env["redis"] = start_redis(redis_exe, env["redis_port"], tmp)
+        env["redis"] = Redis(env["redis_port"], dir=tmp, exe=redis_exe)
         env["a"] = Instance("A", env["redis_port"], tmp)
         env["b"] = Instance("B", env["redis_port"], tmp)
         for x in (env["a"], env["b"]):
@@ -706,8 +414,8 @@ def main():
         except Exception as e:  # noqa: BLE001 - report, then stop everything
             check("scenario", False, f"{type(e).__name__}: {e}")
         # Clean stop: the surviving instance exits 0 on SIGTERM; then nginx and Redis.
-        rc = env["a"].p.stop(signal.SIGTERM)
-        check("instance A exits 0 on SIGTERM", rc == 0, f"rc={rc} {env['a'].p.log_tail()}")
+        rc = env["a"].stop(signal.SIGTERM)
+        check("instance A exits 0 on SIGTERM", rc == 0, f"rc={rc} {env['a'].log_tail()}")
         rc = env["nginx"].stop(signal.SIGQUIT)
         check("nginx stops on SIGQUIT (graceful), its worker too",
               rc == 0 and not any(os.path.exists(f"/proc/{w}") for w in nginx_workers), f"rc={rc}")
@@ -716,9 +424,7 @@ def main():
     except Exception as e:  # noqa: BLE001
         check("setup", False, f"{type(e).__name__}: {e}")
     finally:
-        for p in PROCS:
-            if p.alive():
-                p.stop(signal.SIGKILL, timeout=5)
+        stop_all()
         for w in nginx_workers:  # only if still an nginx (the master was killed before it)
             try:
                 with open(f"/proc/{w}/comm") as f:
@@ -726,13 +432,7 @@ def main():
                         os.kill(w, signal.SIGKILL)
             except OSError:
                 pass
-        left = [p.name for p in PROCS if p.alive()]
-        check("no process left behind", not left, repr(left))
-        if checks.FAILED:
-            print(f"     (the whole run: {time.monotonic() - t_start:.1f} s; logs kept in {tmp})")
-        else:
-            print(f"     (the whole run: {time.monotonic() - t_start:.1f} s)")
-            shutil.rmtree(tmp, ignore_errors=True)
+        finish(t_start, tmp)
     return summary()
 
 

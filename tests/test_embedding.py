@@ -9,7 +9,6 @@ Prints "N passed, N failed"; exits 1 on any failure.
 """
 import asyncio
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -19,41 +18,24 @@ import time
 
 import websockets
 
-from checks import check, first_line, run_check, summary
+from checks import check, run_check, summary
+from serving import Listener, stop_all
 
 SERVER_BIN = os.path.abspath(sys.argv[1])
 CLIENT_BIN = os.path.abspath(sys.argv[2])
-PROCS = []
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 20]
 
 
-class PollServer:
-    """poll_server on a free port: the port it prints is the one it bound."""
+class PollServer(Listener):
+    """poll_server on a free port: the port it prints is the one it bound. `url` ends
+    with the slash."""
 
     def __init__(self):
         # Under AddressSanitizer freed memory waits in a quarantine and would read as RSS
         # growth in the backpressure check; other builds ignore the variable.
         env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0")
-        self.proc = subprocess.Popen([SERVER_BIN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        PROCS.append(self.proc)
-        line = first_line(self.proc)
-        m = re.match(rb"listening on ws://127\.0\.0\.1:(\d+)/\n", line)
-        if not m:
-            self.proc.kill()
-            raise RuntimeError(f"poll_server did not start: {line!r}")
-        self.port = int(m.group(1))
-        self.url = f"ws://127.0.0.1:{self.port}/"
-
-    def stop(self, sig=signal.SIGTERM, timeout=10):
-        """Sends `sig`; returns the exit status, or None if it did not exit in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
+        super().__init__([SERVER_BIN], "poll_server", env=env)
+        self.url += "/"
 
 
 def payload(kind, size):
@@ -91,14 +73,14 @@ def test_backpressure(server):
         async with websockets.connect(server.url, compression=None, max_size=None,
                                       write_limit=1 << 16, max_queue=1) as ws:
             chunks = [os.urandom(256 << 10) for _ in range(64)]
-            before = server_rss_kib(server)
+            before = server.rss_kib()
 
             async def send_all():
                 for c in chunks:
                     await ws.send(c)
             sender = asyncio.ensure_future(send_all())
             await asyncio.sleep(1.0)  # nothing read yet: the server must have paused, not buffered 16 MiB
-            after = server_rss_kib(server)
+            after = server.rss_kib()
             growth = after - before if after is not None and before is not None else None
             got = []
             for _ in chunks:
@@ -111,17 +93,6 @@ def test_backpressure(server):
             await ws.close()
             check("backpressure: clean close", ws.close_code == 1000, ws.close_code)
     asyncio.run(asyncio.wait_for(go(), 60))
-
-
-def server_rss_kib(server):
-    try:
-        with open(f"/proc/{server.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def raw_request(port, head):
@@ -255,15 +226,12 @@ def main():
         run_check("echo (no compression)", test_echo, server, None)
         run_check("backpressure", test_backpressure, server)
         run_check("refusals", test_refusals, server)
-        status = server.stop()
+        status = server.stop(signal.SIGTERM)
         check("server: exit 0 on SIGTERM with no connection", status == 0, status)
         run_check("shutdown", test_shutdown)
         run_check("client", test_client)
     finally:
-        for p in PROCS:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        stop_all()
     return summary()
 
 

@@ -13,43 +13,27 @@ the end. Prints "N passed, N failed"; exits 1 on any failure.
 import asyncio
 import json
 import os
-import re
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 
-from checks import check, first_line, run_check, summary
+import serving
+from checks import check, run_check, summary
+from serving import free_port
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ws6455"
-SERVERS = []
 FIELDS = ["msgs_per_s", "MiB_per_s", "p50_us", "p99_us", "p999_us", "max_us", "errors", "connections",
           "connect_failures", "cpu_us_per_msg", "msgs", "seconds"]
 
 
-class Server:
-    def __init__(self, *args):
-        self.proc = subprocess.Popen([BIN, "serve", "--port", "0", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        SERVERS.append(self)
-        line = first_line(self.proc)
-        m = re.match(rb"listening on ws://127\.0\.0\.1:(\d+)/\n", line)
-        if not m:
-            self.stop()
-            raise RuntimeError(f"server did not start: {line!r}")
-        self.port = int(m.group(1))
-        self.url = f"ws://127.0.0.1:{self.port}/"
+class Server(serving.Server):
+    """`ws6455 serve --port 0 ARGS`; `url` with the slash (what load is given)."""
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=5)
+    def __init__(self, *args):
+        super().__init__(BIN, *args)
+        self.url += "/"
 
 
 def load(*args, timeout=60):
@@ -67,15 +51,6 @@ def parse_line(out):
     if list(fields) != FIELDS:
         return None
     return {k: float(v) for k, v in fields.items()}
-
-
-def free_port():
-    """A port nobody listens on (the kernel's pick, closed again)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ------------------------------------------------------------------ usage and failures
@@ -348,8 +323,7 @@ def main():
         run_check("corrupting server", test_corrupting_server)
         run_check("closing server", test_closing_server)
     finally:
-        for s in SERVERS:
-            s.stop()
+        serving.stop_all()
     sys.exit(summary())
 
 

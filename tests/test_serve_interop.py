@@ -33,41 +33,16 @@ import wsproto
 import wsproto.events as wse
 from wsproto.extensions import PerMessageDeflate
 
-from checks import check, first_line, run_check, summary
+import serving
+from checks import check, run_check, runnable, summary
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ws6455"
 SERVE_ARGS = sys.argv[2:]
-SERVERS = []
 
 
-class Server:
-    def __init__(self, *args, env=None):
-        self.proc = subprocess.Popen([BIN, "serve", "--port", "0", *SERVE_ARGS, *args], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        SERVERS.append(self)
-        line = first_line(self.proc)
-        m = re.match(rb"listening on ws://127\.0\.0\.1:(\d+)/\n", line)
-        if not m:
-            self.stop()
-            raise RuntimeError(f"server did not start: {line!r}")
-        self.port = int(m.group(1))
-        self.url = f"ws://127.0.0.1:{self.port}"
-
-    def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-    def stop(self, sig=signal.SIGKILL):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=5)
+def start_server(*args, env=None):
+    """`ws6455 serve --port 0 [suite options] [args]`, started (serving.Server)."""
+    return serving.Server(BIN, *SERVE_ARGS, *args, env=env)
 
 
 def arun(coro, timeout=60):
@@ -258,7 +233,7 @@ def test_storage_released():
     # Under ASan, freed memory waits in a quarantine (RSS would not show the release).
     env = dict(os.environ)
     env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"), "quarantine_size_mb=0"]))
-    srv = Server(env=env)
+    srv = start_server(env=env)
     try:
         grown, quiet = arun(large_then_quiet(srv))
         check("16 MiB echoes: storage is kept across messages (no growth after the first)",
@@ -308,7 +283,7 @@ async def chosen_protocol(url, offers):
 
 def test_protocol_allowlist():
     """--protocols a,b: the client's first offer that is listed wins; none listed, none chosen."""
-    srv = Server("--protocols", "chat.v1,chat.v2")
+    srv = start_server("--protocols", "chat.v1,chat.v2")
     try:
         got = arun(chosen_protocol(srv.url + "/", ["x", "chat.v2", "chat.v1"]))
         check("--protocols: the client's first listed offer is chosen", got == "chat.v2", repr(got))
@@ -319,7 +294,7 @@ def test_protocol_allowlist():
 
 
 def test_graceful_stop():
-    srv = Server()
+    srv = start_server()
     code = arun(graceful_stop(srv))
     rc = srv.stop(signal.SIGTERM)
     check("SIGTERM: open connections get close 1001, server exits 0", code == 1001 and rc == 0, f"{code} rc={rc}")
@@ -415,7 +390,7 @@ def test_http(srv):
 
 
 def test_slow_handshake():
-    srv = Server("--handshake-timeout", "1")
+    srv = start_server("--handshake-timeout", "1")
     try:
         s = raw_connect(srv.port)
         s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websock")
@@ -429,7 +404,7 @@ def test_slow_handshake():
 
 
 def test_idle():
-    srv = Server("--idle-timeout", "1.2", "--ping-interval", "0.4", "--close-timeout", "1")
+    srv = start_server("--idle-timeout", "1.2", "--ping-interval", "0.4", "--close-timeout", "1")
     try:
         # A client that never answers pings: pings, then close 1001, then the server drops it.
         s, rest = raw_upgrade(srv.port)
@@ -458,7 +433,7 @@ def test_idle():
 
 
 def test_never_reading():
-    srv = Server()
+    srv = start_server()
     try:
         before = srv.rss_kib()
         s, _ = raw_upgrade(srv.port)
@@ -518,7 +493,7 @@ def test_many_and_limits(srv):
     n = 200
     ok = arun(many_clients(srv.url + "/", n))
     check(f"{n} concurrent clients each get their own echo", ok == n, f"{ok} of {n}")
-    small = Server("--max-message", "1000")
+    small = start_server("--max-message", "1000")
     try:
         async def too_big():
             async with websockets.connect(small.url + "/", ping_interval=None, compression=None) as ws:
@@ -601,13 +576,11 @@ setTimeout(() => { console.log('timeout'); process.exit(1); }, 10000);
 
 
 def main():
-    if not os.access(BIN, os.X_OK):
-        print(f"not executable: {BIN}")
-        print("0 passed, 1 failed")
+    if not runnable(BIN):
         return 1
     try:
-        srv = Server()
-        srv_deflate = Server("--deflate")
+        srv = start_server()
+        srv_deflate = start_server("--deflate")
         run_check("echo", test_echo, srv, srv_deflate)
         run_check("ping/close/subprotocol", test_ping_close_protocol, srv)
         run_check("wsproto", test_wsproto, srv, srv_deflate)
@@ -623,16 +596,15 @@ def main():
         run_check("never reading", test_never_reading)
         run_check("graceful stop", test_graceful_stop)
         for s in (srv, srv_deflate):
-            alive = s.proc.poll() is None
+            alive = s.alive()
             rc = s.stop(signal.SIGINT)
-            err = s.proc.stderr.read().decode(errors="replace")[-2000:] if rc else ""
+            err = s.log_tail() if rc else ""
             check(f"server on port {s.port} still running, exits 0 on SIGINT", alive and rc == 0,
                   f"alive={alive} rc={rc} {err}")
     except Exception as e:  # noqa: BLE001
         check("setup", False, f"{type(e).__name__}: {e}")
     finally:
-        for s in SERVERS:
-            s.stop()
+        serving.stop_all()
     return summary()
 
 

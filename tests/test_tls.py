@@ -41,12 +41,12 @@ import time
 
 import websockets
 
-from checks import check, first_line, run_check, summary
+import serving
+from checks import check, run_check, summary
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = "/tmp/ws6455-node"
-SERVERS = []
 TMP = tempfile.mkdtemp(prefix="ws6455-tls-")
 # RSS growth allowed over the leak rounds; under ASan its quarantine holds freed memory.
 RSS_SLACK_KIB = 16384 if "ASAN_OPTIONS" in os.environ else 4096
@@ -91,47 +91,22 @@ def der_of(pem_path):
 
 # ------------------------------------------------------------------ servers
 
-class Server:
+class Server(serving.Server):
+    """`ws6455 serve --port 0 --tls-cert CERT --tls-key KEY ARGS`, its stderr in TMP;
+    stop() is a SIGTERM (killed after 10 s)."""
+
     def __init__(self, args, cert, key):
-        self.err_path = os.path.join(TMP, f"serve-{len(SERVERS)}.err")
-        self.err = open(self.err_path, "wb")
-        self.proc = subprocess.Popen([BIN, "serve", "--port", "0", "--tls-cert", cert, "--tls-key", key, *args],
-                                     stdout=subprocess.PIPE, stderr=self.err)
-        SERVERS.append(self)
-        line = first_line(self.proc)
-        m = re.match(rb"listening on wss://127\.0\.0\.1:(\d+)/\n", line)
-        if not m:
-            self.stop()
-            raise RuntimeError(f"server did not start: {line!r} {short(self.stderr())}")
-        self.port = int(m.group(1))
-        self.url = f"wss://127.0.0.1:{self.port}"
+        super().__init__(BIN, "--tls-cert", cert, "--tls-key", key, *args,
+                         log=os.path.join(TMP, f"serve-{len(serving.PROCS)}.err"))
 
     def stderr(self):
-        with open(self.err_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def alive(self):
-        return self.proc.poll() is None
+        return self.output()
 
     def fds(self):
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
-    def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.err.close()
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        return super().stop(sig, timeout)
 
 
 def client_ctx(ca):
@@ -916,10 +891,6 @@ if __name__ == "__main__":
     try:
         rc = main()
     finally:
-        for s in SERVERS:
-            try:
-                s.stop()
-            except Exception:  # noqa: BLE001
-                pass
+        serving.stop_all()
         shutil.rmtree(TMP, ignore_errors=True)
     sys.exit(rc)

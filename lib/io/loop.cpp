@@ -804,7 +804,8 @@ void loop::on_write_done(conn& c, ssize_t result) {
   c.writing = false;
   if (c.ph == phase::draining) return;
   if (result < 0) return on_transport_error(c);
-  if (c.tls) tls_[c.slot]->consume(static_cast<std::size_t>(result));  // ciphertext went out
+  // Ciphertext went out; or, with kernel TLS, the frames themselves (which it encrypted).
+  if (c.tls && !tls_[c.slot]->kernel_tx()) tls_[c.slot]->consume(static_cast<std::size_t>(result));
   else consume(c, static_cast<std::size_t>(result));
   mark_dirty(c);
 }
