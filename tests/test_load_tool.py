@@ -25,7 +25,7 @@ from serving import free_port
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ws6455"
 FIELDS = ["msgs_per_s", "MiB_per_s", "p50_us", "p99_us", "p999_us", "max_us", "errors", "connections",
-          "connect_failures", "cpu_us_per_msg", "msgs", "seconds"]
+          "connect_failures", "cpu_us_per_msg", "msgs", "seconds", "ktls_connections"]
 
 
 class Server(serving.Server):

@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "hiredis_loop.hpp"
+#include "ws6455/url.hpp"
 
 namespace ws6455::tools {
 
@@ -42,7 +43,7 @@ expected<redis_url, std::string> parse_redis_url(std::string_view url) {
     url.remove_prefix(at + 1);
     const auto colon = auth.find(':');
     if (colon == std::string_view::npos || colon != 0) return unexpected<std::string>{"credentials are :PASSWORD@"};
-    out.password = std::string(auth.substr(1));
+    out.password = percent_decode(auth.substr(1));  // RFC 3986 §2.1: a password may be percent-encoded
   }
   std::string_view db;
   if (const auto slash = url.find('/'); slash != std::string_view::npos) {
@@ -121,19 +122,39 @@ void redis_bus::connect() {
     redisAsyncSetConnectCallback(ac, connect_cb);
     redisAsyncSetDisconnectCallback(ac, disconnect_cb);
     *slot = ac;
+    // Pipelined: AUTH, SELECT (pub/sub channels are not scoped by database; it is for
+    // whatever else shares the connection), then PING, whose PONG says the connection
+    // is usable. hiredis reports the TCP connect before any of them is answered.
     if (!o_.url.password.empty())
       redisAsyncCommand(ac, auth_cb, this, "AUTH %b", o_.url.password.data(), o_.url.password.size());
+    if (o_.url.db != 0 && ac == pub_) redisAsyncCommand(ac, setup_cb, this, "SELECT %d", o_.url.db);
+    redisAsyncCommand(ac, setup_cb, this, "PING");
   }
-  // Pub/sub channels are not scoped by database; SELECT is for whatever else shares the connection.
-  if (o_.url.db != 0) redisAsyncCommand(pub_, nullptr, nullptr, "SELECT %d", o_.url.db);
+}
+
+// AUTH, SELECT and PING replies. A refusal (WRONGPASS, NOAUTH, a bad database) is
+// said once per outage and the connection is retried with the growing backoff.
+void redis_bus::setup_cb(redisAsyncContext* ac, void* reply, void* priv) {
+  static_cast<redis_bus*>(priv)->on_setup_reply(ac, reply, "refused us");
 }
 
 void redis_bus::auth_cb(redisAsyncContext* ac, void* reply, void* priv) {
-  auto* r = static_cast<redisReply*>(reply);
-  if (!r || r->type != REDIS_REPLY_ERROR) return;
-  (void)priv;
-  std::fprintf(stderr, "ws6455 serve: redis: AUTH refused: %.*s\n", static_cast<int>(r->len), r->str);
-  redisAsyncDisconnect(ac);  // then the disconnect callback retries later
+  static_cast<redis_bus*>(priv)->on_setup_reply(ac, reply, "AUTH refused");
+}
+
+void redis_bus::on_setup_reply(redisAsyncContext* ac, const void* reply, const char* what) {
+  const auto* r = static_cast<const redisReply*>(reply);
+  if (!r) return;  // the connection is going
+  if (r->type == REDIS_REPLY_ERROR) {
+    if (!said_down_) {
+      std::fprintf(stderr, "ws6455 serve: redis: %s:%d: %s (%.*s); retrying\n", o_.url.host.c_str(), o_.url.port,
+                   what, static_cast<int>(r->len), r->str);
+      said_down_ = true;
+    }
+    redisAsyncDisconnect(ac);  // then the disconnect callback retries later
+    return;
+  }
+  if (r->type == REDIS_REPLY_STATUS && str_of(r) == "PONG") on_ready(ac);
 }
 
 void redis_bus::connect_cb(const redisAsyncContext* ac, int status) {
@@ -154,9 +175,13 @@ void redis_bus::on_connected(redisAsyncContext* ac, bool ok) {
     if (ac == sub_) sub_ = nullptr;
     return lose_connection(why.c_str());
   }
+  // Usable once PING is answered (setup_cb): after AUTH and SELECT.
+}
+
+void redis_bus::on_ready(redisAsyncContext* ac) {
   if (ac == pub_) pub_up_ = true;
   if (ac == sub_) sub_up_ = true;
-  if (!pub_up_ || !sub_up_) return;
+  if (!pub_up_ || !sub_up_ || up_) return;
   up_ = true;
   stats_.connected = true;
   backoff_ms_ = backoff_first_ms;
@@ -268,8 +293,11 @@ void redis_bus::on_publish_reply(void* reply, std::size_t bytes) {
   pending_bytes_ -= std::min(bytes, pending_bytes_);
   const auto* r = static_cast<const redisReply*>(reply);
   // No reply: the connection broke before Redis answered; whether it went out is unknown.
-  if (r && r->type == REDIS_REPLY_INTEGER) ++stats_.published;
-  else note_lost(1);
+  if (r && r->type == REDIS_REPLY_INTEGER) return (void)++stats_.published;
+  note_lost(1);
+  // Refused for want of credentials (a password set on Redis meanwhile): reconnect.
+  const std::string_view err = str_of(r);
+  if (pub_ && (err.starts_with("NOAUTH") || err.starts_with("WRONGPASS"))) redisAsyncDisconnect(pub_);
 }
 
 void redis_bus::ref(const std::string& room, std::function<void()> ready) {

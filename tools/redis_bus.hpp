@@ -87,6 +87,7 @@ class redis_bus {
 
   void connect();
   void on_connected(redisAsyncContext* ac, bool ok);
+  void on_ready(redisAsyncContext* ac);
   void on_disconnected(redisAsyncContext* ac);
   void lose_connection(const char* why);
   void retry_later();
@@ -96,7 +97,9 @@ class redis_bus {
   void on_publish_reply(void* reply, std::size_t bytes);
   void note_lost(std::uint64_t n);
 
+  static void setup_cb(redisAsyncContext* ac, void* reply, void* priv);
   static void auth_cb(redisAsyncContext* ac, void* reply, void* priv);
+  void on_setup_reply(redisAsyncContext* ac, const void* reply, const char* what);
   static void connect_cb(const redisAsyncContext* ac, int status);
   static void disconnect_cb(const redisAsyncContext* ac, int status);
   static void sub_cb(redisAsyncContext* ac, void* reply, void* priv);
