@@ -397,6 +397,29 @@ async def errors(url, max_message):
         await o.close()
 
 
+async def room_limit(url):
+    """A connection may be in 64 rooms: the 65th join is an error, and leaving one
+    makes room for another."""
+    c = await connect(url + "/chat")
+    try:
+        for i in range(64):
+            await c.join(f"many-{i}")
+        await c.send({"type": "join", "room": "many-64"})
+        m = await c.recv()
+        check("a 65th room: error, not joined", m.get("type") == "error" and "64" in m.get("reason", ""), short(m))
+        await c.send({"type": "leave", "room": "many-0"})
+        m = await c.recv()
+        check("leaving one of 64 rooms: left", m == {"type": "left", "room": "many-0", "who": c.name}, short(m))
+        who = await c.join("many-64")
+        check("then another room can be joined", c.name in who, short(who))
+    finally:
+        await c.close()
+
+
+def test_room_limit(srv):
+    arun(room_limit(srv.url))
+
+
 def test_welcome(srv):
     arun(welcome_and_names(srv.url))
 
@@ -587,6 +610,7 @@ def main():
         run_check("close sends left", test_close_left, srv)
         run_check("per-sender order", test_order, srv)
         run_check("errors", test_errors)
+        run_check("rooms per connection", test_room_limit, srv)
         run_check("paths", test_paths, srv)
         run_check("bad names and rooms at open", test_bad_open, srv)
         run_check("stats", test_stats, srv)

@@ -17,6 +17,9 @@ using json = nlohmann::json;
 
 constexpr std::size_t max_room_bytes = 128;
 constexpr std::size_t max_name_bytes = 64;
+// Rooms one connection may be in: bounds what a client can make the server (and its
+// Redis subscriptions) hold.
+constexpr std::size_t max_rooms_per_connection = 64;
 
 // Never throws: strings that came in are valid UTF-8 (the frame layer checked them,
 // names are checked below); `replace` is only a guard.
@@ -141,6 +144,8 @@ void chat_app::on_message(io::conn_id id, const event& ev) {
   if (room->size() > max_room_bytes) return error(id, "room name over 128 bytes");
   if (*type == "join") {
     if (m->in(*room)) return error(id, "already in room \"" + *room + "\"");
+    if (m->rooms.size() >= max_rooms_per_connection)
+      return error(id, "in too many rooms (" + std::to_string(max_rooms_per_connection) + ")");
     return join(id, *m, *room);
   }
   if (!m->in(*room)) return error(id, "not in room \"" + *room + "\"");
