@@ -81,7 +81,8 @@ void loop::on_app_ready() {
     const int n = epoll_wait(app_epfd_, ready.data(), static_cast<int>(ready.size()), 0);
     if (n <= 0) return;
     for (int i = 0; i < n; ++i) {
-      auto it = watches_.find(ready[i].data.u64);
+      const std::uint64_t id = ready[i].data.u64;  // a copy: epoll_event is packed
+      auto it = watches_.find(id);
       if (it == watches_.end()) continue;  // removed by an earlier callback of this round
       const std::uint32_t e = ready[i].events;
       unsigned what = 0;
