@@ -365,7 +365,10 @@ async def errors(url, max_message):
                            {"type": "chat", "room": "err", "content": "c" * (max_message + 1)})
         await expect_error(f"chat: content of {max_message + 2} bytes in 2-byte characters",
                            {"type": "chat", "room": "err", "content": "é" * (max_message // 2 + 1)})
+        # a's own joined may reach o after o's (both joined at open; docs/chat.md): not bad input's.
         extra = await o.quiet()
+        if {"type": "joined", "room": "err", "who": "a"} in extra:
+            extra.remove({"type": "joined", "room": "err", "who": "a"})  # once, not twice
         check("bad input reaches no other member (no chat, no second joined)", extra == [], short(extra))
         # Ignored means ignored: the binary join did not join; the long names did not join.
         await expect_error("the binary join was ignored (chat to its room: not a member)",
