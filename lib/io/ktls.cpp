@@ -111,8 +111,10 @@ bool derive_ktls_keys(SSL* ssl, std::span<const unsigned char> tls13_secret, std
   }
   out.version = 0x0303;
   // RFC 5246 §6.3 for AEAD suites (RFC 5288 §3): client_write_key, server_write_key,
-  // client_write_IV (4), server_write_IV (4). The explicit nonce is ours to choose;
-  // like OpenSSL, the sequence number.
+  // client_write_IV (4), server_write_IV (4). The explicit nonce is ours to choose,
+  // distinct per record under a key (RFC 5288 §3): the sequence number, counted on by
+  // the kernel. OpenSSL's few records before the switch counted from a random start,
+  // so a repeat is as likely as a 64-bit collision among a handful of values.
   unsigned char block[2 * 32 + 2 * 4];
   const std::size_t kl = out.key_len;
   if (!md || !tls12_key_block(ssl, md, {block, 2 * kl + 8})) {
@@ -126,30 +128,28 @@ bool derive_ktls_keys(SSL* ssl, std::span<const unsigned char> tls13_secret, std
   return true;
 }
 
+namespace {
+// The kernel's crypto_info for one AES-GCM key size (<linux/tls.h>).
+template <class Info>
+int set_tls_tx(int fd, const ktls_keys& k, unsigned short cipher_type) {
+  Info info{};
+  static_assert(sizeof info.salt == sizeof k.salt && sizeof info.iv == sizeof k.iv);
+  info.info.version = k.version;
+  info.info.cipher_type = cipher_type;
+  std::memcpy(info.key, k.key, sizeof info.key);
+  std::memcpy(info.salt, k.salt, sizeof info.salt);
+  std::memcpy(info.iv, k.iv, sizeof info.iv);
+  put_be64(info.rec_seq, k.seq);
+  const int r = setsockopt(fd, SOL_TLS, TLS_TX, &info, sizeof info);
+  OPENSSL_cleanse(&info, sizeof info);
+  return r;
+}
+}  // namespace
+
 int enable_ktls_tx(int fd, const ktls_keys& k) {
   if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof "tls") != 0) return errno;
-  int r;
-  if (k.key_len == 16) {
-    tls12_crypto_info_aes_gcm_128 info{};
-    info.info.version = k.version;
-    info.info.cipher_type = TLS_CIPHER_AES_GCM_128;
-    std::memcpy(info.key, k.key, 16);
-    std::memcpy(info.salt, k.salt, 4);
-    std::memcpy(info.iv, k.iv, 8);
-    put_be64(info.rec_seq, k.seq);
-    r = setsockopt(fd, SOL_TLS, TLS_TX, &info, sizeof info);
-    OPENSSL_cleanse(&info, sizeof info);
-  } else {
-    tls12_crypto_info_aes_gcm_256 info{};
-    info.info.version = k.version;
-    info.info.cipher_type = TLS_CIPHER_AES_GCM_256;
-    std::memcpy(info.key, k.key, 32);
-    std::memcpy(info.salt, k.salt, 4);
-    std::memcpy(info.iv, k.iv, 8);
-    put_be64(info.rec_seq, k.seq);
-    r = setsockopt(fd, SOL_TLS, TLS_TX, &info, sizeof info);
-    OPENSSL_cleanse(&info, sizeof info);
-  }
+  const int r = k.key_len == 16 ? set_tls_tx<tls12_crypto_info_aes_gcm_128>(fd, k, TLS_CIPHER_AES_GCM_128)
+                                : set_tls_tx<tls12_crypto_info_aes_gcm_256>(fd, k, TLS_CIPHER_AES_GCM_256);
   return r == 0 ? 0 : errno;
 }
 
