@@ -201,3 +201,42 @@ TEST_CASE("ktls: HKDF-Expand-Label matches RFC 8448's simple 1-RTT handshake") {
   CHECK(std::vector<unsigned char>(key, key + 16) == hex("9f02283b6c9c07efc26bb9f2ac92e356"));
   CHECK(std::vector<unsigned char>(iv, iv + 12) == hex("cf782b88dd83549aadf1e984"));
 }
+
+TEST_CASE("ktls: no kernel TLS after a key update or with a negotiated max_fragment_length") {
+  ws6455_test::test_pki pki;
+  const auto leaf = pki.leaf("server", {"localhost"});
+  REQUIRE_MESSAGE(pki.error().empty(), pki.error());
+  ws6455::io::server_tls_options so;
+  so.cert_file = leaf.cert_file;
+  so.key_file = leaf.key_file;
+  auto server_ctx = tls_context::make_server(so);
+  auto client_ctx = tls_context::make_client(pki.ca_file, false);
+  REQUIRE(server_ctx.has_value());
+  REQUIRE(client_ctx.has_value());
+  std::string why;
+  ktls_keys k;
+  SUBCASE("RFC 8446 §4.6.3: after our KeyUpdate the key log's secret is stale") {
+    auto server = tls_session::make(**server_ctx, "", &why);
+    auto client = tls_session::make(**client_ctx, "localhost", &why);
+    client->start();
+    REQUIRE(pump(*client, *server));
+    REQUIRE(client->kernel_tx_keys(k, &why));
+    REQUIRE(SSL_key_update(client->native_handle(), SSL_KEY_UPDATE_NOT_REQUESTED) == 1);
+    CHECK_FALSE(client->kernel_tx_keys(k, &why));  // pending
+    REQUIRE(client->encrypt(std::as_bytes(std::span("x", 1))));  // sent with this write
+    REQUIRE(pump(*client, *server));
+    CHECK_FALSE(client->kernel_tx_keys(k, &why));
+    CHECK_FALSE(client->kernel_tx_possible());
+    CHECK(server->kernel_tx_keys(k, &why));  // the receiving side's own keys did not change
+  }
+  SUBCASE("RFC 6066 §4: records of at most 512 bytes were agreed; the kernel would make 16 KiB") {
+    auto server = tls_session::make(**server_ctx, "", &why);
+    auto client = tls_session::make(**client_ctx, "localhost", &why);
+    REQUIRE(SSL_set_tlsext_max_fragment_length(client->native_handle(), TLSEXT_max_fragment_length_512) == 1);
+    client->start();
+    REQUIRE(pump(*client, *server));
+    CHECK_FALSE(server->kernel_tx_keys(k, &why));
+    CHECK_FALSE(client->kernel_tx_keys(k, &why));
+    CHECK(why.find("max_fragment_length") != std::string::npos);
+  }
+}

@@ -248,6 +248,7 @@ class loop {
   bool flush(conn& c);
   bool flush_plain(conn& c);
   bool try_kernel_tls(conn& c, tls_session& t);
+  void send_kernel_alert(conn& c, tls_session& t);
   int gather(conn& c, iovec* iov, int max_iov);
   bool queue_shared(conn& c, const std::shared_ptr<const prepared_message>& m);
   void consume(conn& c, std::size_t n);

@@ -73,6 +73,7 @@ void loop::tls_input(conn& c, std::span<std::byte> in) {
   tls_plain_.clear();
   const auto st = t.feed(in, tls_plain_);
   if (!was && t.established()) ++st_.tls_handshakes;
+  if (t.kernel_tx() && st != tls_session::status::failed) send_kernel_alert(c, t);  // e.g. no_renegotiation
   mark_dirty(c);  // handshake messages, tickets, alerts to write
   if (st == tls_session::status::failed) return tls_failed(c);
   if (!tls_plain_.empty()) {
@@ -94,9 +95,10 @@ void loop::tls_failed(conn& c) {
     return enter_http_reply(c);
   }
   // Closed at once: the alert that says why (unknown_ca, bad_certificate,
-  // bad_record_mac ...) goes out first, or the peer sees a bare EOF. (Not with kernel
-  // TLS: OpenSSL's records would be under keys the connection no longer sends with.)
-  if (!t.kernel_tx()) tls_send_alert(c);
+  // bad_record_mac ...) goes out first, or the peer sees a bare EOF. With kernel TLS
+  // it is sent as a kernel alert record (OpenSSL's is under keys no longer in use).
+  if (t.kernel_tx()) send_kernel_alert(c, t);
+  else tls_send_alert(c);
   if (c.is_client) {
     if (c.ph == phase::handshake) return fail_client(c, "TLS: " + t.error());
     c.extra().close_reason = "TLS: " + t.error();
@@ -212,6 +214,13 @@ bool loop::tls_close_notify(conn& c) {
     (void)ktls_send_alert(c.fd, 1, 0);  // warning, close_notify
   }
   return false;
+}
+
+// An alert OpenSSL made after the switch, sent through the kernel (best effort, as
+// tls_send_alert: one non-blocking send, skipped while a write is in flight).
+void loop::send_kernel_alert(conn& c, tls_session& t) {
+  const auto [level, description] = t.take_kernel_alert();
+  if (level != 0 && !c.writing && c.fd >= 0) (void)ktls_send_alert(c.fd, level, description);
 }
 
 // Hands the sending keys to the kernel (ktls.hpp). Without a kernel that has TLS,

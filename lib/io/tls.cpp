@@ -323,13 +323,16 @@ tls_session::status tls_session::feed(std::span<const std::byte> in, byte_buffer
       return status::failed;
     }
   } while (!in.empty());
-  if (kernel_tx_ && BIO_ctrl_pending(SSL_get_wbio(ssl_)) > 0) {
-    // OpenSSL answered something (a TLS 1.3 KeyUpdate that asks for ours, RFC 8446
-    // §4.6.3) under keys the kernel now owns: it cannot go out, and the peer would
-    // wait for it.
-    failed_ = true;
-    error_ = "the peer asked for something kernel TLS cannot send (a key update)";
-    return status::failed;
+  if (kernel_tx_) {
+    // Whatever OpenSSL wrote is under keys the kernel owns now: never sent. An alert
+    // it wrote (no_renegotiation, a warning) goes out through the kernel instead
+    // (take_kernel_alert); a key update cannot.
+    (void)BIO_reset(SSL_get_wbio(ssl_));
+    if (peer_wants_key_update_) {
+      failed_ = true;
+      error_ = "the peer asked for a key update, which cannot be answered with kernel TLS sending";
+      return status::failed;
+    }
   }
   return status::ok;
 }
@@ -426,7 +429,16 @@ void tls_session::on_keylog(std::string_view line) {
 }
 
 void tls_session::on_record(int write_p, int content_type, const void* buf, std::size_t len) {
-  if (!write_p) return;
+  const auto* b = static_cast<const unsigned char*>(buf);
+  if (!write_p) {
+    // A KeyUpdate asking for ours (RFC 8446 §4.6.3: request_update = 1): with the
+    // kernel sending, there is no way to answer it (OpenSSL would on its next write).
+    if (kernel_tx_ && content_type == SSL3_RT_HANDSHAKE && len >= 5 && b[0] == SSL3_MT_KEY_UPDATE && b[4] == 1)
+      peer_wants_key_update_ = true;
+    return;
+  }
+  if (content_type == SSL3_RT_HANDSHAKE && len > 0 && b[0] == SSL3_MT_KEY_UPDATE) tx_rekeyed_ = true;
+  if (content_type == SSL3_RT_ALERT && len >= 2 && kernel_tx_) kernel_alert_ = {b[0], b[1]};
   if (content_type == SSL3_RT_HEADER) {
     if (tx_counting_) ++tx_records_;  // one record went out under the current keys
     return;
@@ -443,6 +455,15 @@ void tls_session::on_record(int write_p, int content_type, const void* buf, std:
 bool tls_session::kernel_tx_keys(ktls_keys& out, std::string* why) const {
   if (!tx_counting_) {
     *why = "the handshake is not finished";
+    return false;
+  }
+  if (tx_rekeyed_ || SSL_get_key_update_type(ssl_) != SSL_KEY_UPDATE_NONE) {
+    *why = "a key update was sent or is pending";  // the key log only has the first secret
+    return false;
+  }
+  // RFC 6066 §4: the kernel makes records of up to 16 KiB whatever was negotiated.
+  if (SSL_SESSION_get_max_fragment_length(SSL_get_session(ssl_)) != TLSEXT_max_fragment_length_DISABLED) {
+    *why = "a max_fragment_length was negotiated";
     return false;
   }
   return derive_ktls_keys(ssl_, tx_secret_, tx_records_, out, why);

@@ -132,7 +132,15 @@ class tls_session {
   // this kernel has no TLS), or -1 when the session cannot (why in ktls_note()).
   bool kernel_tx() const noexcept { return kernel_tx_; }
   bool kernel_tx_possible() const noexcept {
-    return established_ && !failed_ && !shutdown_sent_ && !kernel_tx_ && !kernel_tx_tried_ && tx_counting_;
+    return established_ && !failed_ && !shutdown_sent_ && !kernel_tx_ && !kernel_tx_tried_ && tx_counting_ &&
+           !tx_rekeyed_;
+  }
+  // With kernel TLS: an alert OpenSSL made (a warning it answered with, or the fatal
+  // one it failed with), to be sent as a kernel alert record; {0, 0} when none.
+  std::pair<unsigned char, unsigned char> take_kernel_alert() noexcept {
+    auto a = kernel_alert_;
+    kernel_alert_ = {0, 0};
+    return a;
   }
   int start_kernel_tx(int fd);
   // The keys start_kernel_tx() would hand over now (tests check them against the
@@ -163,6 +171,9 @@ class tls_session {
   std::vector<unsigned char> tx_secret_;
   std::uint64_t tx_records_ = 0;
   bool tx_counting_ = false;
+  bool tx_rekeyed_ = false;          // we sent a KeyUpdate: the key log's secret is stale (RFC 8446 §4.6.3)
+  bool peer_wants_key_update_ = false;  // received KeyUpdate(update_requested) after the switch
+  std::pair<unsigned char, unsigned char> kernel_alert_{0, 0};
   bool kernel_tx_ = false;
   bool kernel_tx_tried_ = false;
   std::string ktls_note_;
