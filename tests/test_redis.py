@@ -31,6 +31,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -413,6 +414,39 @@ async def redis_later():
             redis.stop(signal.SIGTERM)
 
 
+# ------------------------------------------------------------------ f. a "Redis" that never answers
+
+async def silent_redis():
+    """Something accepts on the Redis port and never answers (a hung Redis, a
+    blackholed proxy): the instance gives up on each attempt after 5 s, says so once,
+    and serves locally meanwhile."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    port = lsock.getsockname()[1]
+    c = instance("silent-F", f"redis://127.0.0.1:{port}")
+    clients = []
+    try:
+        x = await open_joined(c, "x", "silent")
+        clients.append(x)
+        await x.chat("silent", "local", 0)
+        check("f: a silent Redis: local chat works meanwhile", await x.wait(lambda: x.seqs("local") == [0], 10),
+              repr(x.log[-3:]))
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline and not lines_with(c.output(), "no answer within 5 s"):
+            await asyncio.sleep(0.1)
+        said = lines_with(c.output(), "no answer within 5 s")
+        check("f: the instance says the attempt got no answer (after 5 s), once", len(said) == 1,
+              f"{said} {c.log_tail(600)}")
+        st = await c.astats()
+        check("f: not connected", st["redis"]["connected"] is False, repr(st["redis"]))
+        await stop_cleanly("f", c)
+    finally:
+        await asyncio.gather(*(m.close() for m in clients))
+        c.stop()
+        lsock.close()
+
+
 # ------------------------------------------------------------------ d. several loops and instances
 
 async def threads_and_races(redis):
@@ -518,6 +552,7 @@ def main():
         run_check("b. AUTH", lambda: arun(auth()))
         run_check("c. Redis later", lambda: arun(redis_later()))
         run_check("d. threads and races", lambda: arun(threads_and_races(redis), 240))
+        run_check("f. a silent Redis", lambda: arun(silent_redis()))
         if redis.alive():
             rc = redis.stop(signal.SIGTERM)
             check("redis-server stops on SIGTERM", rc == 0, f"rc={rc}")

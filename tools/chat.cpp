@@ -52,6 +52,11 @@ bool chat_app::member::in(std::string_view room) const {
   return std::find(rooms.begin(), rooms.end(), room) != rooms.end();
 }
 
+bool chat_app::member::in(std::string_view room, std::uint64_t join) const {
+  const auto it = std::find(rooms.begin(), rooms.end(), room);
+  return it != rooms.end() && joins[static_cast<std::size_t>(it - rooms.begin())] == join;
+}
+
 chat_app::chat_app(chat_options o, std::string page) : o_(std::move(o)), page_(std::move(page)) {}
 
 chat_app::~chat_app() { stop(); }
@@ -100,7 +105,8 @@ void chat_app::on_open(io::conn_id id, const http_request& req, io::upgrade_repl
   } else {
     name = "guest-" + std::to_string(next_guest_++);
   }
-  auto* m = new member{std::move(name), {}};
+  auto* m = new member;
+  m->name = std::move(name);
   server_->set_user_data(id, m);
   (void)server_->send_text(id, dump({{"type", "welcome"}, {"name", m->name}, {"instance", o_.instance}}));
   if (!room.empty()) join(id, *m, room);
@@ -164,12 +170,17 @@ void chat_app::on_message(io::conn_id id, const event& ev) {
 void chat_app::on_close(io::conn_id id, std::uint16_t, std::string_view) {
   std::unique_ptr<member> m(static_cast<member*>(server_->user_data(id)));
   if (!m) return;
+  // Tasks still posted for this id find nothing (an upgrade refused after on_open
+  // keeps the connection, answering, for a while).
+  server_->set_user_data(id, nullptr);
   const std::vector<std::string> rooms = m->rooms;  // leave() edits m->rooms
   for (const std::string& room : rooms) leave(id, *m, room);  // the server left the topics already
 }
 
 void chat_app::join(io::conn_id id, member& m, const std::string& room) {
+  const std::uint64_t join = m.next_join++;
   m.rooms.push_back(room);
+  m.joins.push_back(join);
   server_->subscribe(id, room);  // local messages reach it from now on
   {
     std::lock_guard<std::mutex> lock(directory_mu_);
@@ -179,15 +190,17 @@ void chat_app::join(io::conn_id id, member& m, const std::string& room) {
   // `joined` goes out from the connection's loop, after the 101 (joins at open),
   // and with Redis once the instance's subscription to the room is confirmed: from
   // then on the member gets every instance's messages.
-  if (!bus_) return server_->post(loop, [this, id, room] { joined(id, room); });
-  server_->post(0, [this, id, room, loop] {
-    bus_->ref(room, [this, id, room, loop] { server_->post(loop, [this, id, room] { joined(id, room); }); });
+  if (!bus_) return server_->post(loop, [this, id, room, join] { joined(id, room, join); });
+  server_->post(0, [this, id, room, loop, join] {
+    bus_->ref(room, [this, id, room, loop, join] {
+      server_->post(loop, [this, id, room, join] { joined(id, room, join); });
+    });
   });
 }
 
-void chat_app::joined(io::conn_id id, const std::string& room) {
+void chat_app::joined(io::conn_id id, const std::string& room, std::uint64_t join) {
   const auto* m = static_cast<const member*>(server_->user_data(id));
-  if (!m || !m->in(room)) return;  // gone, or left meanwhile
+  if (!m || !m->in(room, join)) return;  // gone, or left (and maybe joined again) meanwhile
   to_room(room, dump({{"type", "joined"}, {"room", room}, {"who", m->name}}));
   json who = json::array();
   {
@@ -212,14 +225,30 @@ void chat_app::leave(io::conn_id id, member& m, const std::string& room) {
   }
   if (bus_) server_->post(0, [this, room] { bus_->unref(room); });
   // Last: `room` may refer to the entry erased here.
-  std::erase(m.rooms, room);
+  const auto at = std::find(m.rooms.begin(), m.rooms.end(), room) - m.rooms.begin();
+  if (static_cast<std::size_t>(at) < m.rooms.size()) {
+    m.joins.erase(m.joins.begin() + at);
+    m.rooms.erase(m.rooms.begin() + at);
+  }
 }
 
 void chat_app::to_room(const std::string& room, const std::string& msg) {
   server_->publish(room, text_message(msg));
   // The bus is loop 0's: a loop's posts run in order, so a sender's messages reach
   // Redis in the order they were sent.
-  if (bus_) server_->post(0, [this, room, msg] { bus_->publish(room, msg); });
+  if (bus_) post_to_bus([this, room, msg] { bus_->publish(room, msg); }, room.size() + msg.size());
+}
+
+void chat_app::post_to_bus(std::function<void()> task, std::size_t bytes) {
+  if (posted_bytes_.fetch_add(bytes) + bytes > o_.redis_options.max_pending) {
+    posted_bytes_ -= bytes;
+    bus_->note_dropped();  // counted with the bus's own drops
+    return;
+  }
+  server_->post(0, [this, task = std::move(task), bytes] {
+    posted_bytes_ -= bytes;
+    task();
+  });
 }
 
 void chat_app::error(io::conn_id id, std::string_view reason) {

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -44,11 +45,15 @@ class chat_app final : public io::handler {
   struct member {
     std::string name;
     std::vector<std::string> rooms;
+    std::vector<std::uint64_t> joins;  // per room: which join it is (a stale `joined` task is ignored)
+    std::uint64_t next_join = 0;
     bool in(std::string_view room) const;
+    bool in(std::string_view room, std::uint64_t join) const;
   };
 
   void join(io::conn_id id, member& m, const std::string& room);
-  void joined(io::conn_id id, const std::string& room);
+  void joined(io::conn_id id, const std::string& room, std::uint64_t join);
+  void post_to_bus(std::function<void()> task, std::size_t bytes);
   void leave(io::conn_id id, member& m, const std::string& room);
   void to_room(const std::string& room, const std::string& json);
   void error(io::conn_id id, std::string_view reason);
@@ -60,6 +65,9 @@ class chat_app final : public io::handler {
   std::unique_ptr<redis_bus> bus_;  // loop 0's
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<std::uint64_t> next_guest_{1};
+  // Publications posted to loop 0 and not yet handed to the bus: bounded like the
+  // bus's own queue, so a loop 0 that falls behind cannot grow the others' posts.
+  std::atomic<std::size_t> posted_bytes_{0};
 
   // Who is in which room on this instance (every loop), for `members`.
   mutable std::mutex directory_mu_;

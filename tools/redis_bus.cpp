@@ -3,7 +3,10 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <charconv>
 #include <chrono>
@@ -19,6 +22,7 @@ namespace {
 constexpr std::int64_t backoff_first_ms = 100;
 constexpr std::int64_t backoff_max_ms = 5000;
 constexpr std::int64_t dropped_log_every_ms = 10'000;
+constexpr std::int64_t setup_timeout_ms = 5'000;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -74,10 +78,27 @@ redis_bus::~redis_bus() { stop(); }
 
 void redis_bus::start() {
   stopped_ = false;
+  // Resolved here, once, before the loop runs: hiredis resolves with a blocking
+  // getaddrinfo on every connect, which on loop 0 would stall its WebSockets for as
+  // long as a slow resolver takes, on every reconnect.
+  connect_host_ = o_.url.host;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(o_.url.host.c_str(), nullptr, &hints, &res) == 0 && res) {
+    char ip[INET6_ADDRSTRLEN];
+    if (getnameinfo(res->ai_addr, res->ai_addrlen, ip, sizeof ip, nullptr, 0, NI_NUMERICHOST) == 0) connect_host_ = ip;
+    freeaddrinfo(res);
+  } else {
+    std::fprintf(stderr, "ws6455 serve: redis: cannot resolve %s now; every attempt will try again\n",
+                 o_.url.host.c_str());
+  }
   connect();
 }
 
 void redis_bus::stop(std::chrono::milliseconds flush) {
+  if (setup_timer_) ep_.cancel_timer(setup_timer_);
+  setup_timer_ = 0;
   if (pub_ && up_ && flush.count() > 0) {
     redisContext* c = &pub_->c;
     const std::int64_t until = now_ms() + flush.count();
@@ -107,8 +128,15 @@ void redis_bus::stop(std::chrono::milliseconds flush) {
 void redis_bus::connect() {
   retry_timer_ = 0;
   if (stopped_) return;
+  // hiredis 0.14 has no timeout of its own here: an address that never answers would
+  // wait for TCP's (minutes).
+  if (setup_timer_) ep_.cancel_timer(setup_timer_);
+  setup_timer_ = ep_.call_after(o_.loop, std::chrono::milliseconds(setup_timeout_ms), [this] {
+    setup_timer_ = 0;
+    if (!up_ && !stopped_) lose_connection("no answer within 5 s");
+  });
   for (redisAsyncContext** slot : {&pub_, &sub_}) {
-    redisAsyncContext* ac = redisAsyncConnect(o_.url.host.c_str(), o_.url.port);
+    redisAsyncContext* ac = redisAsyncConnect(connect_host_.c_str(), o_.url.port);
     if (!ac || ac->err) {
       const std::string why = ac ? ac->errstr : "out of memory";
       if (ac) redisAsyncFree(ac);
@@ -182,6 +210,8 @@ void redis_bus::on_ready(redisAsyncContext* ac) {
   if (ac == pub_) pub_up_ = true;
   if (ac == sub_) sub_up_ = true;
   if (!pub_up_ || !sub_up_ || up_) return;
+  if (setup_timer_) ep_.cancel_timer(setup_timer_);
+  setup_timer_ = 0;
   up_ = true;
   stats_.connected = true;
   backoff_ms_ = backoff_first_ms;

@@ -76,6 +76,8 @@ class redis_bus {
   void unref(const std::string& room);  // the last local member left: unsubscribe
 
   const redis_stats& stats() const noexcept { return stats_; }
+  // A publication dropped before it reached the bus (any thread).
+  void note_dropped() noexcept { ++stats_.dropped; }
 
  private:
   enum class sub_state : std::uint8_t { none, subscribing, subscribed, unsubscribing };
@@ -116,6 +118,8 @@ class redis_bus {
   bool ever_up_ = false;
   std::int64_t backoff_ms_ = 100;
   io::endpoint::timer_id retry_timer_ = 0;
+  io::endpoint::timer_id setup_timer_ = 0;  // a connection attempt that never answers
+  std::string connect_host_;                // the host, resolved once at start()
   std::int64_t down_since_ = 0;      // monotonic ms
   std::uint64_t lost_at_down_ = 0;   // stats_.lost when the outage began
   bool said_down_ = false;
