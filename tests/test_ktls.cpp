@@ -116,17 +116,30 @@ struct variant {
 
 }  // namespace
 
-TEST_CASE("ktls: the keys and record count handed to the kernel decrypt OpenSSL's next record, both ways") {
+// A server context with a throwaway certificate for "localhost", and a client
+// context that trusts its CA.
+struct contexts {
   ws6455_test::test_pki pki;
-  const auto leaf = pki.leaf("server", {"localhost"});
-  REQUIRE_MESSAGE(pki.error().empty(), pki.error());
-  ws6455::io::server_tls_options so;
-  so.cert_file = leaf.cert_file;
-  so.key_file = leaf.key_file;
-  auto server_ctx = tls_context::make_server(so);
-  REQUIRE(server_ctx.has_value());
-  auto client_ctx = tls_context::make_client(pki.ca_file, false);
-  REQUIRE(client_ctx.has_value());
+  std::shared_ptr<tls_context> server, client;
+  contexts() {
+    const auto leaf = pki.leaf("server", {"localhost"});
+    REQUIRE_MESSAGE(pki.error().empty(), pki.error());
+    ws6455::io::server_tls_options so;
+    so.cert_file = leaf.cert_file;
+    so.key_file = leaf.key_file;
+    auto s = tls_context::make_server(so);
+    auto c = tls_context::make_client(pki.ca_file, false);
+    REQUIRE(s.has_value());
+    REQUIRE(c.has_value());
+    server = *s;
+    client = *c;
+  }
+};
+
+TEST_CASE("ktls: the keys and record count handed to the kernel decrypt OpenSSL's next record, both ways") {
+  contexts ctx;
+  auto* server_ctx = &ctx.server;
+  auto* client_ctx = &ctx.client;
 
   const variant variants[] = {
       {"TLS 1.3 AES-128-GCM", TLS1_3_VERSION, "TLS_AES_128_GCM_SHA256", 16},
@@ -203,16 +216,9 @@ TEST_CASE("ktls: HKDF-Expand-Label matches RFC 8448's simple 1-RTT handshake") {
 }
 
 TEST_CASE("ktls: no kernel TLS after a key update or with a negotiated max_fragment_length") {
-  ws6455_test::test_pki pki;
-  const auto leaf = pki.leaf("server", {"localhost"});
-  REQUIRE_MESSAGE(pki.error().empty(), pki.error());
-  ws6455::io::server_tls_options so;
-  so.cert_file = leaf.cert_file;
-  so.key_file = leaf.key_file;
-  auto server_ctx = tls_context::make_server(so);
-  auto client_ctx = tls_context::make_client(pki.ca_file, false);
-  REQUIRE(server_ctx.has_value());
-  REQUIRE(client_ctx.has_value());
+  contexts ctx;
+  auto* server_ctx = &ctx.server;
+  auto* client_ctx = &ctx.client;
   std::string why;
   ktls_keys k;
   SUBCASE("RFC 8446 §4.6.3: after our KeyUpdate the key log's secret is stale") {
