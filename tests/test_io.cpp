@@ -270,9 +270,12 @@ std::string read_head(int fd, std::chrono::milliseconds limit) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - clock_type::now()).count();
     if (left <= 0) break;
     pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    const int ready = ::poll(&p, 1, static_cast<int>(left));
+    if (ready < 0 && errno == EINTR) continue;  // see http_exchange
+    if (ready <= 0) break;
     char ch;  // one byte at a time: nothing behind the head is taken
     const ssize_t r = ::recv(fd, &ch, 1, 0);
+    if (r < 0 && errno == EINTR) continue;
     if (r <= 0) break;
     head.push_back(ch);
   }
@@ -1118,7 +1121,14 @@ std::string http_exchange(std::uint16_t port, std::string_view request) {
   (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
   std::string out;
   char buf[4096];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  // EINTR without a signal: an io_uring client this thread ran earlier in the process
+  // (its ring's task work notifies the thread), so a blocking call is retried.
+  for (int interrupted = 0; interrupted < 100;) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n > 0) out.append(buf, static_cast<std::size_t>(n));
+    else if (n < 0 && errno == EINTR) ++interrupted;
+    else break;
+  }
   ::close(fd);
   return out;
 }
@@ -1301,7 +1311,13 @@ std::string served_cn(std::uint16_t port, const std::string& ca_file, const std:
     SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
     SSL_set_fd(ssl, fd);
     if (!sni.empty()) SSL_set_tlsext_host_name(ssl, sni.c_str());
-    if (SSL_connect(ssl) != 1) {
+    int rc = SSL_connect(ssl);
+    // A blocking socket: WANT_READ/WRITE only when a call was interrupted (see http_exchange).
+    for (int i = 0; i < 100 && rc != 1 && errno == EINTR &&
+                    (SSL_get_error(ssl, rc) == SSL_ERROR_WANT_READ || SSL_get_error(ssl, rc) == SSL_ERROR_WANT_WRITE);
+         ++i)
+      rc = SSL_connect(ssl);
+    if (rc != 1) {
       const long v = SSL_get_verify_result(ssl);
       out += v != X509_V_OK ? X509_verify_cert_error_string(v) : "handshake failed";
     } else if (X509* x = SSL_get_peer_certificate(ssl)) {
