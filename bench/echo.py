@@ -48,7 +48,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NODE_DIR = "/tmp/ws6455-node"
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from node_ws import node_ws_modules  # noqa: E402
 HOST = "127.0.0.1"
 SERVER_CPU = "0"
 LOAD_CPU = "1"
@@ -133,31 +134,8 @@ def raise_nofile(want=65536):
 # ---- peers -----------------------------------------------------------------------------
 
 def node_modules():
-    """Where `ws` resolves for Node, installing it under /tmp/ws6455-node when needed; None to skip."""
-    if not shutil.which("node"):
-        log("Node ws skipped: no node")
-        return None
-    env_dir = os.environ.get("WS6455_NODE_MODULES")
-    for base in (env_dir, os.path.join(NODE_DIR, "node_modules")):
-        if base and os.path.isfile(os.path.join(base, "ws", "package.json")):
-            return base
-    npm = shutil.which("npm")
-    if not npm:
-        log("Node ws skipped: no npm to install ws")
-        return None
-    log(f"npm install ws (into {NODE_DIR})")
-    os.makedirs(NODE_DIR, exist_ok=True)
-    try:
-        r = subprocess.run([npm, "install", "--prefix", NODE_DIR, "--no-audit", "--no-fund", "ws"],
-                           capture_output=True, text=True, timeout=180, cwd=NODE_DIR)
-    except subprocess.TimeoutExpired:
-        log("Node ws skipped: npm install ws timed out")
-        return None
-    base = os.path.join(NODE_DIR, "node_modules")
-    if r.returncode != 0 or not os.path.isfile(os.path.join(base, "ws", "package.json")):
-        log(f"Node ws skipped: npm install ws failed: {r.stderr.strip()[-300:]}")
-        return None
-    return base
+    """Where `ws` resolves for Node (installed under /tmp/ws6455-node when needed); None to skip."""
+    return node_ws_modules(lambda why: log(f"Node ws skipped: {why}"))
 
 
 def version_of(cmd):

@@ -3,6 +3,7 @@
 there, and reading a started server's first line (its "listening on ..."
 announcement) with a time limit."""
 import os
+import random
 import select
 import sys
 import time
@@ -60,3 +61,23 @@ def first_line(proc, seconds=10):
                 break
             line += b
     return line
+
+
+# Echo test messages: 1-, 2-, 3- and 4-byte UTF-8 sequences.
+PATTERN = "héllo wörld ✓ 𝄞 ünïcödé — "
+
+
+def text_of(n):
+    """A str whose UTF-8 encoding is exactly n bytes: PATTERN repeated, padded with 'a'."""
+    unit = len(PATTERN.encode())
+    return PATTERN * (n // unit) + "a" * (n % unit)
+
+
+def sized_messages(sizes):
+    """For each size, a text message (text_of) and random bytes (seeded: the same every run)."""
+    rnd = random.Random(6455)
+    out = []
+    for n in sizes:
+        out.append(text_of(n))
+        out.append(rnd.randbytes(n))
+    return out

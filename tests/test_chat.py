@@ -419,30 +419,6 @@ async def room_limit(url):
         await c.close()
 
 
-def test_room_limit(srv):
-    arun(room_limit(srv.url))
-
-
-def test_welcome(srv):
-    arun(welcome_and_names(srv.url))
-
-
-def test_join_at_open(srv):
-    arun(join_at_open(srv.url))
-
-
-def test_rooms(srv):
-    arun(join_leave_rooms(srv.url))
-
-
-def test_close_left(srv):
-    arun(close_sends_left(srv.url))
-
-
-def test_order(srv):
-    arun(sender_order(srv.url))
-
-
 def test_errors():
     limit = 1000
     srv = chat_server("--max-message", str(limit))
@@ -605,13 +581,13 @@ def main():
         return 1
     try:
         srv = chat_server()
-        run_check("welcome and names", test_welcome, srv)
-        run_check("join at open", test_join_at_open, srv)
-        run_check("join, leave, rooms, chat", test_rooms, srv)
-        run_check("close sends left", test_close_left, srv)
-        run_check("per-sender order", test_order, srv)
+        run_check("welcome and names", lambda: arun(welcome_and_names(srv.url)))
+        run_check("join at open", lambda: arun(join_at_open(srv.url)))
+        run_check("join, leave, rooms, chat", lambda: arun(join_leave_rooms(srv.url)))
+        run_check("close sends left", lambda: arun(close_sends_left(srv.url)))
+        run_check("per-sender order", lambda: arun(sender_order(srv.url)))
         run_check("errors", test_errors)
-        run_check("rooms per connection", test_room_limit, srv)
+        run_check("rooms per connection", lambda: arun(room_limit(srv.url)))
         run_check("paths", test_paths, srv)
         run_check("bad names and rooms at open", test_bad_open, srv)
         run_check("stats", test_stats, srv)

@@ -26,7 +26,6 @@ import http
 import json
 import os
 import re
-import random
 import select
 import shutil
 import socket
@@ -38,10 +37,10 @@ import time
 
 import websockets
 
-from checks import check, run_check, summary
+from checks import PATTERN, check, run_check, sized_messages, summary
+from node_ws import NODE_DIR, node_ws_modules
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
-NODE_DIR = "/tmp/ws6455-node"
 PROC_TIMEOUT = 60  # seconds for one connect run (the largest moves ~20 MiB each way)
 
 
@@ -54,21 +53,10 @@ def short(s, n=600):
 
 SIZES = [0, 1, 125, 126, 127, 1000, 65535, 65536, 65537, 100_000, 1 << 20, 4 << 20]
 ASCII_MESSAGE = "plain ASCII, nothing else"
-PATTERN = "héllo wörld ✓ 𝄞 ünïcödé — "  # 1-, 2-, 3- and 4-byte UTF-8 sequences
-
-
-def text_of(n):
-    """A str whose UTF-8 encoding is exactly n bytes: the pattern repeated, padded with 'a'."""
-    unit = len(PATTERN.encode())
-    return PATTERN * (n // unit) + "a" * (n % unit)
 
 
 def messages():
-    rnd = random.Random(6455)
-    out = []
-    for n in SIZES:
-        out.append(text_of(n))
-        out.append(rnd.randbytes(n))
+    out = sized_messages(SIZES)
     out.append(ASCII_MESSAGE)
     out.append("\u0000\u007f\u0080\u07ff\u0800\uffff\U00010000\U0010ffff")  # UTF-8 length edges
     return out
@@ -256,30 +244,8 @@ setTimeout(() => process.exit(3), 20 * 60 * 1000);  // never outlives a stuck su
 
 
 def node_module_dir():
-    """Where `require('ws')` resolves, installing ws under /tmp/ws6455-node when needed; None to skip."""
-    node = shutil.which("node")
-    if not node:
-        print("skip Node ws server: no node")
-        return None
-    for base in (os.environ.get("WS6455_NODE_MODULES"), os.path.join(NODE_DIR, "node_modules")):
-        if base and os.path.isfile(os.path.join(base, "ws", "package.json")):
-            return base
-    npm = shutil.which("npm")
-    if not npm:
-        print("skip Node ws server: node is here, npm is not, and no 'ws' module is installed")
-        return None
-    os.makedirs(NODE_DIR, exist_ok=True)
-    try:
-        r = subprocess.run([npm, "install", "--prefix", NODE_DIR, "--no-audit", "--no-fund", "ws"],
-                           capture_output=True, text=True, timeout=180, cwd=NODE_DIR)
-    except subprocess.TimeoutExpired:
-        print("skip Node ws server: npm install ws timed out")
-        return None
-    base = os.path.join(NODE_DIR, "node_modules")
-    if r.returncode != 0 or not os.path.isfile(os.path.join(base, "ws", "package.json")):
-        print(f"skip Node ws server: npm install ws failed: {short(r.stderr, 300)}")
-        return None
-    return base
+    """Where `require('ws')` resolves (installed when needed); None to skip."""
+    return node_ws_modules(lambda why: print(f"skip Node ws server: {why}"))
 
 
 class NodeServer:

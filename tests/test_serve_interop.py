@@ -35,6 +35,7 @@ from wsproto.extensions import PerMessageDeflate
 
 import serving
 from checks import check, run_check, runnable, summary
+from node_ws import node_ws_modules
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/ws6455"
 SERVE_ARGS = sys.argv[2:]
@@ -548,12 +549,8 @@ def test_connect_tool(srv, srv_deflate):
 
 def test_node(srv):
     node = shutil.which("node")
-    mod = None
-    for base in (os.environ.get("WS6455_NODE_MODULES"), "/tmp/ws6455-node/node_modules"):
-        if base and os.path.isdir(os.path.join(base, "ws")):
-            mod = base
-    if not node or not mod:
-        print("skip Node ws (no node or no installed 'ws' module)")
+    mod = node_ws_modules(lambda why: print(f"skip Node ws: {why}"))
+    if not mod:
         return
     script = r"""
 const WebSocket = require('ws');

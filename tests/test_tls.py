@@ -42,11 +42,11 @@ import time
 import websockets
 
 import serving
-from checks import check, run_check, summary
+from checks import check, run_check, sized_messages, summary
+from node_ws import node_ws_modules
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
 HERE = os.path.dirname(os.path.abspath(__file__))
-NODE_DIR = "/tmp/ws6455-node"
 TMP = tempfile.mkdtemp(prefix="ws6455-tls-")
 # RSS growth allowed over the leak rounds; under ASan its quarantine holds freed memory.
 RSS_SLACK_KIB = 16384 if "ASAN_OPTIONS" in os.environ else 4096
@@ -117,24 +117,7 @@ def client_ctx(ca):
 # ------------------------------------------------------------------ messages
 
 SIZES = [0, 1, 125, 126, 65535, 65536, 100_000, 1 << 20, 4 << 20]
-PATTERN = "héllo wörld ✓ 𝄞 — "
-
-
-def text_of(n):
-    unit = len(PATTERN.encode())
-    return PATTERN * (n // unit) + "a" * (n % unit)
-
-
-def messages():
-    rnd = random.Random(6455)
-    out = []
-    for n in SIZES:
-        out.append(text_of(n))
-        out.append(rnd.randbytes(n))
-    return out
-
-
-MESSAGES = messages()
+MESSAGES = sized_messages(SIZES)
 
 
 def describe(m):
@@ -471,28 +454,7 @@ ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
 
 
 def node_modules():
-    node = shutil.which("node")
-    if not node:
-        print("skip Node ws over wss: no node")
-        return None
-    base = os.path.join(NODE_DIR, "node_modules")
-    if os.path.isfile(os.path.join(base, "ws", "package.json")):
-        return base
-    npm = shutil.which("npm")
-    if not npm:
-        print("skip Node ws over wss: no npm and no ws module")
-        return None
-    os.makedirs(NODE_DIR, exist_ok=True)
-    try:
-        subprocess.run([npm, "install", "--prefix", NODE_DIR, "--no-audit", "--no-fund", "ws"], capture_output=True,
-                       timeout=180, cwd=NODE_DIR)
-    except subprocess.TimeoutExpired:
-        print("skip Node ws over wss: npm install timed out")
-        return None
-    if os.path.isfile(os.path.join(base, "ws", "package.json")):
-        return base
-    print("skip Node ws over wss: npm install ws failed")
-    return None
+    return node_ws_modules(lambda why: print(f"skip Node ws over wss: {why}"))
 
 
 def test_node(variant, ca, cert, key, modules):
