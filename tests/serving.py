@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import checks
@@ -503,3 +504,54 @@ def deliveries(clients, per_sender):
         for r in c.rooms:
             sizes[r] = sizes.get(r, 0) + 1
     return sum(n * n for n in sizes.values()) * per_sender
+
+
+# ------------------------------------------------------------------ a websockets server in a thread
+
+class ThreadedWSServer:
+    """websockets.serve(handler, "127.0.0.1", 0, **serve_kwargs) on a thread of its own,
+    so that blocking test code (a `ws6455 connect` subprocess) can run against it. A
+    handler files what its connection saw with put(path, result); the test waits for
+    it with result(path)."""
+
+    def __init__(self, handler, what="the Python websockets server", **serve_kwargs):
+        self.results = {}
+        self.cond = threading.Condition()
+        self.port = None
+        self.loop = None
+        self.stop_event = None
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready, handler, serve_kwargs), daemon=True)
+        self.thread.start()
+        if not ready.wait(10) or not self.port:
+            raise RuntimeError(f"{what} did not start")
+
+    def _run(self, ready, handler, serve_kwargs):
+        import websockets
+
+        async def main():
+            self.loop = asyncio.get_running_loop()
+            self.stop_event = asyncio.Event()
+            async with websockets.serve(handler, "127.0.0.1", 0, **serve_kwargs) as server:
+                self.port = server.sockets[0].getsockname()[1]
+                ready.set()
+                await self.stop_event.wait()
+        try:
+            asyncio.run(main())
+        finally:
+            ready.set()
+
+    def stop(self):
+        if self.loop and self.stop_event:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(10)
+
+    def put(self, path, result):
+        with self.cond:
+            self.results[path] = result
+            self.cond.notify_all()
+
+    def result(self, path, timeout=15):
+        with self.cond:
+            self.cond.wait_for(lambda: path in self.results, timeout)
+            return self.results.get(path)

@@ -39,6 +39,7 @@ import websockets
 
 from checks import PATTERN, check, run_check, sized_messages, summary
 from node_ws import NODE_DIR, node_ws_modules
+from serving import ThreadedWSServer
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
 PROC_TIMEOUT = 60  # seconds for one connect run (the largest moves ~20 MiB each way)
@@ -72,53 +73,14 @@ def describe(m):
 
 # ------------------------------------------------------------------ the Python server
 
-class PyServer:
+class PyServer(ThreadedWSServer):
     """websockets.serve on 127.0.0.1:0 in a thread; what each connection saw goes to results[path]."""
 
     def __init__(self, compression):
-        self.compression = compression
-        self.results = {}
-        self.cond = threading.Condition()
-        self.port = None
-        self.loop = None
-        self.stop_event = None
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self.thread.start()
-        if not ready.wait(10) or not self.port:
-            raise RuntimeError("the Python websockets server did not start")
+        super().__init__(self._handler, compression=compression, max_size=None, max_queue=None,
+                         ping_interval=None, subprotocols=["chat"], process_request=self._process_request,
+                         close_timeout=5)
         self.url = f"ws://127.0.0.1:{self.port}"
-
-    def _run(self, ready):
-        async def main():
-            self.loop = asyncio.get_running_loop()
-            self.stop_event = asyncio.Event()
-            async with websockets.serve(self._handler, "127.0.0.1", 0, compression=self.compression,
-                                        max_size=None, max_queue=None, ping_interval=None,
-                                        subprotocols=["chat"], process_request=self._process_request,
-                                        close_timeout=5) as server:
-                self.port = server.sockets[0].getsockname()[1]
-                ready.set()
-                await self.stop_event.wait()
-        try:
-            asyncio.run(main())
-        finally:
-            ready.set()
-
-    def stop(self):
-        if self.loop and self.stop_event:
-            self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(10)
-
-    def put(self, path, result):
-        with self.cond:
-            self.results[path] = result
-            self.cond.notify_all()
-
-    def result(self, path, timeout=15):
-        with self.cond:
-            self.cond.wait_for(lambda: path in self.results, timeout)
-            return self.results.get(path)
 
     async def _process_request(self, path, headers):
         if path.startswith("/forbidden"):

@@ -170,37 +170,14 @@ def test_python_client(variant, ca, cert, key):
 
 # ------------------------------------------------------------------ Python server <- ws6455 connect
 
-class PyTLSServer:
+class PyTLSServer(serving.ThreadedWSServer):
     """websockets.serve over ssl on 127.0.0.1:0 in a thread; it sends MESSAGES, expects them back, closes."""
 
     def __init__(self, cert, key, compression):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert, key)
-        self.compression = compression
-        self.results = {}
-        self.cond = threading.Condition()
-        self.port = None
-        self.loop = None
-        self.stop_event = None
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self.thread.start()
-        if not ready.wait(10) or not self.port:
-            raise RuntimeError("the Python TLS server did not start")
-
-    def _run(self, ready):
-        async def main():
-            self.loop = asyncio.get_running_loop()
-            self.stop_event = asyncio.Event()
-            async with websockets.serve(self._handler, "127.0.0.1", 0, ssl=self.ctx, compression=self.compression,
-                                        max_size=None, ping_interval=None, close_timeout=5) as server:
-                self.port = server.sockets[0].getsockname()[1]
-                ready.set()
-                await self.stop_event.wait()
-        try:
-            asyncio.run(main())
-        finally:
-            ready.set()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        super().__init__(self._handler, "the Python TLS server", ssl=ctx, compression=compression, max_size=None,
+                         ping_interval=None, close_timeout=5)
 
     async def _handler(self, ws):
         res = {"error": None, "echoed": 0, "extensions": [e.name for e in ws.extensions]}
@@ -215,19 +192,10 @@ class PyTLSServer:
             await ws.close(1000, "done")
         except Exception as e:  # noqa: BLE001
             res["error"] = f"{type(e).__name__}: {e}"
-        with self.cond:
-            self.results[ws.path] = res
-            self.cond.notify_all()
+        self.put(ws.path, res)
 
     def result(self, path, timeout=60):
-        with self.cond:
-            self.cond.wait_for(lambda: path in self.results, timeout)
-            return self.results.get(path)
-
-    def stop(self):
-        if self.loop and self.stop_event:
-            self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(10)
+        return super().result(path, timeout)
 
 
 def connect(args, timeout=120):
