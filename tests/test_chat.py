@@ -470,13 +470,21 @@ def test_bad_open(srv):
 
 
 def test_stats(srv):
-    async def body():
-        # Settle first: earlier tests' connections may still be closing (a server lingers
-        # up to --close-timeout, 5 s, for a peer's FIN). Then only this request is open.
-        for _ in range(150):
-            if json.loads(http_get(srv.port, "/stats")[2]).get("connections") == 1:
+    async def connections_become(n, seconds=15):
+        """Polls /stats until it counts n connections (the request itself included):
+        earlier connections may still be closing (a server lingers up to
+        --close-timeout, 5 s, for a peer's FIN), and with several loops the previous
+        request's may not be torn down yet. Returns the last count."""
+        got = None
+        for _ in range(int(seconds * 10)):
+            got = json.loads(http_get(srv.port, "/stats")[2]).get("connections")
+            if got == n:
                 break
             await asyncio.sleep(0.1)
+        return got
+
+    async def body():
+        check("GET /stats: connections settle to 1, the request itself", await connections_become(1) == 1)
         st, headers, raw = http_get(srv.port, "/stats")
         check("GET /stats answers 200 with JSON", st.startswith("HTTP/1.1 200") and
               re.search(r"(?im)^content-type:\s*application/json", headers) is not None, f"{st} {headers}")
@@ -492,21 +500,13 @@ def test_stats(srv):
         try:
             check("GET /stats: the instance is the one the welcome names",
                   s0.get("instance") == clients[0].welcome.get("instance"), f"{s0} {clients[0].welcome}")
-            _, _, raw = http_get(srv.port, "/stats")
-            s1 = json.loads(raw)
-            check("GET /stats: connections counts 3 more with 3 chat clients open",
-                  s1.get("connections") == s0.get("connections") + 3, f"{s0.get('connections')} -> "
-                  f"{s1.get('connections')}")
+            n = await connections_become(4)
+            check("GET /stats: connections counts 3 more with 3 chat clients open", n == 4, f"{n}, not 1 + 3")
         finally:
             for cl in clients:
                 await cl.close()
-        n = None
-        for _ in range(50):
-            n = json.loads(http_get(srv.port, "/stats")[2]).get("connections")
-            if n == s0.get("connections"):
-                break
-            await asyncio.sleep(0.1)
-        check("GET /stats: connections back down once they closed", n == s0.get("connections"), f"{n}")
+        n = await connections_become(1)
+        check("GET /stats: connections back down once they closed", n == 1, f"{n}")
     arun(body())
 
 
