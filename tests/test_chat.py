@@ -142,6 +142,20 @@ async def connect(url, **kw):
     return Client(ws, welcome)
 
 
+async def connect_in(url, room, name):
+    """Connects to /chat/ROOM and reads its own `joined` and `members`. Opening the
+    next member only then keeps this one's `joined` from reaching it: the `joined`
+    goes out from this connection's loop a moment after the open, and with several
+    loops the next member may already be in the room by then."""
+    cl = await connect(f"{url}/chat/{room}?name={name}")
+    try:
+        await cl.read_join(room)
+    except BaseException:
+        await cl.close()
+        raise
+    return cl
+
+
 def chat_of(m, room=None, sender=None):
     return m.get("type") == "chat" and (room is None or m.get("room") == room) and \
         (sender is None or m.get("from") == sender)
@@ -270,14 +284,11 @@ async def join_leave_rooms(url):
 
 
 async def close_sends_left(url):
-    a = await connect(url + "/chat/x?name=a")
-    b = await connect(url + "/chat/x?name=b")
-    c = await connect(url + "/chat/y?name=c")
+    a = await connect_in(url, "x", "a")
+    b = await connect_in(url, "x", "b")
+    c = await connect_in(url, "y", "c")
     try:
-        await a.read_join("x")
         await a.recv()  # b's joined
-        await b.read_join("x")
-        await c.read_join("y")
         await b.join("y")
         await c.recv()  # b's joined in y
         await b.close()
@@ -296,19 +307,21 @@ async def close_sends_left(url):
 
 
 async def sender_order(url, n=300):
-    a = await connect(url + "/chat/order?name=sender")
-    b = await connect(url + "/chat/order?name=reader")
+    a = await connect_in(url, "order", "sender")
+    b = await connect_in(url, "order", "reader")
     try:
-        await a.read_join("order")
-        await a.recv()
-        await b.read_join("order")
+        await a.recv()  # b's joined
         for i in range(n):
             await a.send({"type": "chat", "room": "order", "content": str(i) + "." * (i % 7) * 300})
         got_a = [(await a.recv(10)).get("content", "").split(".")[0] for _ in range(n)]
         got_b = [(await b.recv(10)).get("content", "").split(".")[0] for _ in range(n)]
         want = [str(i) for i in range(n)]
-        check(f"per-sender order: {n} messages arrive in order at the sender", got_a == want)
-        check(f"per-sender order: {n} messages arrive in order at another member", got_b == want)
+        def first_difference(got):
+            at = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w), len(got))
+            return f"from index {at}: {got[at:at + 5]!r}" if at < len(got) else ""
+        check(f"per-sender order: {n} messages arrive in order at the sender", got_a == want, first_difference(got_a))
+        check(f"per-sender order: {n} messages arrive in order at another member", got_b == want,
+              first_difference(got_b))
     finally:
         await a.close()
         await b.close()
@@ -317,12 +330,10 @@ async def sender_order(url, n=300):
 async def errors(url, max_message):
     """Each bad input gets one error back and is otherwise ignored: the connection
     stays open and nothing reaches anyone else."""
-    a = await connect(url + "/chat/err?name=a")
-    o = await connect(url + "/chat/err?name=o")
+    a = await connect_in(url, "err", "a")
+    o = await connect_in(url, "err", "o")
     try:
-        await a.read_join("err")
-        await a.recv()
-        await o.read_join("err")
+        await a.recv()  # o's joined
 
         async def expect_error(label, data):
             if isinstance(data, (dict, list)):
