@@ -14,7 +14,10 @@ handed to kernel TLS, no TLS failure on the server (whose OpenSSL reads the clie
 kernel-made records, close_notify included, sent as a kernel alert record), and a
 clean exit. One more run with WS6455_NO_KTLS=1: everything stays in user space.
 
-Usage: /usr/bin/python3 tests/test_ktls_vm.py path/to/ws6455
+Also a slow reader (tests/vm/slow_reader.cpp) that keeps the server's socket full
+up to the close, with the VM's normal and with tiny send buffers.
+
+Usage: /usr/bin/python3 tests/test_ktls_vm.py path/to/ws6455 path/to/vm_slow_reader
 Skips (exit 0, one line) where the VM cannot run: no qemu, no Debian kernel.
 Prints "N passed, N failed"; exits 1 on any failure.
 """
@@ -31,6 +34,7 @@ from checks import check, summary  # noqa: E402
 import vm  # noqa: E402
 
 BIN = os.path.abspath(sys.argv[1])
+SLOW_READER = os.path.abspath(sys.argv[2])
 
 # name, backend, OpenSSL configuration for the client (None: defaults), message size, connections
 CASES = [
@@ -94,6 +98,34 @@ echo "CHATSERVE|$?|$(tr '\n' ' ' < /tmp/c.err)"
 """
 
 
+# A slow reader (tests/vm/slow_reader.cpp: 16 KiB per 10 ms) against the echo server
+# over kernel TLS: the server's socket stays full, so its kernel-encrypted records
+# meet a full TCP send buffer, and its close and close_notify go out while the
+# reader still lags. Then once more with tiny send buffers (tcp_wmem), where a record
+# often reaches TCP in pieces. Every echo byte, the close and close_notify must come.
+SLOW_SCRIPT = r"""
+slow() {
+  name=$1; backend=$2
+  rm -f /tmp/w.out
+  ws6455 serve --port 8445 --backend $backend --tls-cert /c/server.pem --tls-key /c/server.key \
+      > /tmp/w.out 2> /tmp/w.err &
+  wpid=$!
+  i=0
+  while ! grep -q listening /tmp/w.out 2>/dev/null && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+  echo "SLOW_CASE|$name|$(slow_reader 127.0.0.1 8445 /c/ca.pem 2 10)"
+  kill -TERM $wpid
+  wait $wpid
+  echo "SLOW_SERVE|$name|$?|$(tr '\n' ' ' < /tmp/w.err)"
+}
+slow epoll epoll
+slow io_uring io_uring
+echo "4096 8192 16384" > /proc/sys/net/ipv4/tcp_wmem
+slow "epoll, small send buffers" epoll
+slow "io_uring, small send buffers" io_uring
+"""
+SLOW_CASES = ["epoll", "io_uring", "epoll, small send buffers", "io_uring, small send buffers"]
+
+
 def openssl_conf(body):
     return ("openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = tls\n[tls]\n" + body)
 
@@ -123,7 +155,7 @@ def main():
         for name, body in CONFS.items():
             with open(os.path.join(d, name + ".cnf"), "w") as f:
                 f.write(openssl_conf(body))
-        files = {"/bin/ws6455": BIN}
+        files = {"/bin/ws6455": BIN, "/bin/slow_reader": SLOW_READER}
         for f in ("ca.pem", "server.pem", "server.key", *(n + ".cnf" for n in CONFS)):
             files["/c/" + f] = os.path.join(d, f)
         script = SCRIPT
@@ -131,6 +163,7 @@ def main():
             script += f"run '{name}' {backend} {conf or 'none'} {size} {conns} ''\n"
         script += "run 'WS6455_NO_KTLS=1' epoll none 4096 4 WS6455_NO_KTLS=1\n"
         script += CHAT_SCRIPT
+        script += SLOW_SCRIPT  # last: it shrinks the VM's send buffers
         code, out = vm.run_in_vm(files, script, timeout=240, memory_mb=512)
     text = vm.script_output(out)
     check("the VM ran the script", code == 0, out[-3000:])
@@ -169,6 +202,16 @@ def main():
     check("chat over kernel TLS: both connections handed to kernel TLS, no failure, exit 0",
           sm is not None and sm.group(1) == "0" and sm.group(3) == "2" and sm.group(4) == "0",
           sm.group(0) if sm else text[-2000:])
+    for name in SLOW_CASES:
+        cm = re.search(r"^SLOW_CASE\|" + re.escape(name) + r"\|(.*)$", text, re.M)
+        sm = re.search(r"^SLOW_SERVE\|" + re.escape(name) + r"\|(\d+)\|.*TLS: (\d+) handshakes, (\d+) sent through "
+                       r"kernel TLS, (\d+) failed", text, re.M)
+        check(f"a slow reader over kernel TLS ({name}): every echo byte, the close 1000, then close_notify",
+              cm is not None and cm.group(1).startswith("SLOW|ok|") and "close_notify 1" in cm.group(1),
+              cm.group(1) if cm else text[-2000:])
+        check(f"a slow reader over kernel TLS ({name}): the server sent through kernel TLS, no failure, exit 0",
+              sm is not None and sm.groups()[0] == "0" and sm.group(3) == "1" and sm.group(4) == "0",
+              sm.group(0) if sm else text[-2000:])
     return summary()
 
 
