@@ -25,6 +25,10 @@ happens. Prints "N passed, N failed"; exits 1 on any failure.
      once, in sender order; `joined` means subscribed (50 join-then-send races each
      way).
   e. Bad --redis URLs, and --redis without --mode chat: exit 2 with the reason.
+  g. Presence: a newcomer's `members` names every instance's members, each name
+     once; one that left is not listed; a SIGKILLed instance's members stop being
+     listed after its --redis-presence-ttl, a SIGTERMed one's at once; after Redis
+     restarts empty, every instance registers its members again.
 """
 import asyncio
 import os
@@ -38,7 +42,7 @@ import tempfile
 import time
 
 from checks import check, run_check, runnable, summary
-from serving import ChatClient, Redis, Server, chat_round, deliveries, finish, free_port, redis_exe
+from serving import ChatClient, Redis, RedisConn, Server, chat_round, deliveries, finish, free_port, redis_exe
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
 SERVE_ARGS = sys.argv[2:]
@@ -519,6 +523,84 @@ async def threads_and_races(redis):
             x.stop()
 
 
+# ------------------------------------------------------------------ g. presence
+
+def members_of(c, room):
+    """The names of c's `members` of `room`, sorted (None: none came)."""
+    lists = [m.get("who") for m in c.log if m.get("type") == "members" and m.get("room") == room]
+    return sorted(lists[-1]) if lists and isinstance(lists[-1], list) else None
+
+
+async def presence():
+    redis = start_redis()
+    a = instance("presence-A", redis.url())
+    b = instance("presence-B", redis.url())
+    c = instance("presence-C", redis.url(), "--redis-presence-ttl", "1")
+    clients = []
+
+    async def newcomer(server, name):
+        cl = await open_joined(server, name, "who")
+        clients.append(cl)
+        return cl
+
+    try:
+        for x in (a, b, c):
+            await x.wait_redis(True, 15)
+        pa = await newcomer(a, "pa")
+        pb = await newcomer(b, "pb")
+        check("g: a newcomer on B lists the member on A, and itself", members_of(pb, "who") == ["pa", "pb"],
+              repr(pb.log[-3:]))
+        twin = await newcomer(b, "pa")
+        check("g: a name on two instances is listed once", members_of(twin, "who") == ["pa", "pb"],
+              repr(twin.log[-3:]))
+        await pb.close()
+        await pa.wait(lambda: pa.has(type="left", room="who", who="pb"), 10)
+        n1 = await newcomer(a, "n1")
+        check("g: a member that left (closed) is no longer listed", members_of(n1, "who") == ["n1", "pa"],
+              repr(n1.log[-3:]))
+        await twin.send({"type": "leave", "room": "who"})
+        await twin.wait(lambda: twin.has(type="left", room="who", who="pa"), 10)
+        n2 = await newcomer(b, "n2")
+        check("g: a name that left one instance and is still on another stays listed",
+              members_of(n2, "who") == ["n1", "n2", "pa"], repr(n2.log[-3:]))
+
+        pc = await newcomer(c, "pc")
+        check("g: a newcomer on a third instance lists all three instances' members",
+              members_of(pc, "who") == ["n1", "n2", "pa", "pc"], repr(pc.log[-3:]))
+        c.stop(signal.SIGKILL)
+        await asyncio.sleep(1.6)  # C's --redis-presence-ttl is 1 s
+        n3 = await newcomer(a, "n3")
+        check("g: a SIGKILLed instance's members are not listed once its session expired (1 s)",
+              members_of(n3, "who") == ["n1", "n2", "n3", "pa"], repr(n3.log[-3:]))
+
+        rc = await asyncio.to_thread(b.stop, signal.SIGTERM)  # n2 was on B; C's default TTL would be 15 s
+        n4 = await newcomer(a, "n4")
+        check("g: a SIGTERMed instance's members are not listed, at once",
+              rc == 0 and members_of(n4, "who") == ["n1", "n3", "n4", "pa"], f"rc={rc} {n4.log[-3:]!r}")
+
+        port = redis.port
+        redis.stop(signal.SIGKILL)
+        redis = start_redis(port)  # empty: nothing saved
+        await a.wait_redis(False, 15)
+        await a.wait_redis(True, 15)
+        n5 = await newcomer(a, "n5")
+        check("g: after Redis restarted empty, the instance registered its members again",
+              members_of(n5, "who") == ["n1", "n3", "n4", "n5", "pa"], repr(n5.log[-3:]))
+        await stop_cleanly("g", a)
+        conn = RedisConn(redis.port)
+        try:
+            conn.send("KEYS", "ws6455:chat:session:*")
+            left = conn.reply()
+        finally:
+            conn.close()
+        check("g: no session key left in Redis after the clean stop", left == [], repr(left))
+    finally:
+        await asyncio.gather(*(m.close() for m in clients))
+        for x in (a, b, c):
+            x.stop()
+        redis.stop()
+
+
 # ------------------------------------------------------------------ e. the URL
 
 def bad_urls():
@@ -553,6 +635,7 @@ def main():
         run_check("c. Redis later", lambda: arun(redis_later()))
         run_check("d. threads and races", lambda: arun(threads_and_races(redis), 240))
         run_check("f. a silent Redis", lambda: arun(silent_redis()))
+        run_check("g. presence", lambda: arun(presence()))
         if redis.alive():
             rc = redis.stop(signal.SIGTERM)
             check("redis-server stops on SIGTERM", rc == 0, f"rc={rc}")

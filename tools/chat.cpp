@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <span>
 
 #include "page.hpp"
@@ -69,6 +70,14 @@ void chat_app::attach(io::server& server) {
   // What other instances publish reaches this instance's members on every loop.
   bus_ = std::make_unique<redis_bus>(server, o_.redis_options, [this](std::string_view room, std::string_view msg) {
     server_->publish(room, text_message(msg));
+  });
+  // Every (room, name) here: registered again each time the bus connects.
+  bus_->set_presence_source([this] {
+    std::vector<std::pair<std::string, std::string>> all;
+    std::lock_guard<std::mutex> lock(directory_mu_);
+    for (const auto& [room, names] : directory_)
+      for (const auto& [name, count] : names) all.emplace_back(room, name);
+    return all;
   });
   bus_->start();
 }
@@ -190,25 +199,49 @@ void chat_app::join(io::conn_id id, member& m, const std::string& room) {
   // `joined` goes out from the connection's loop, after the 101 (joins at open),
   // and with Redis once the instance's subscription to the room is confirmed: from
   // then on the member gets every instance's messages.
-  if (!bus_) return server_->post(loop, [this, id, room, join] { joined(id, room, join); });
-  server_->post(0, [this, id, room, loop, join] {
+  // And with Redis, `members` names every instance's members: our own name is
+  // registered before the list is read (one connection: in that order), so of two
+  // members joining at once on two instances at least one lists the other, and the
+  // other gets its `joined`.
+  if (!bus_) return server_->post(loop, [this, id, room, join] { joined(id, room, join, {}); });
+  server_->post(0, [this, id, room, loop, join, name = m.name] {
+    sync_presence(room, name);
     bus_->ref(room, [this, id, room, loop, join] {
-      server_->post(loop, [this, id, room, join] { joined(id, room, join); });
+      bus_->members(room, [this, id, room, loop, join](std::optional<std::vector<std::string>> others) {
+        server_->post(loop, [this, id, room, join, others = std::move(others)] { joined(id, room, join, others); });
+      });
     });
   });
 }
 
-void chat_app::joined(io::conn_id id, const std::string& room, std::uint64_t join) {
+void chat_app::joined(io::conn_id id, const std::string& room, std::uint64_t join,
+                      const std::optional<std::vector<std::string>>& elsewhere) {
   const auto* m = static_cast<const member*>(server_->user_data(id));
   if (!m || !m->in(room, join)) return;  // gone, or left (and maybe joined again) meanwhile
   to_room(room, dump({{"type", "joined"}, {"room", room}, {"who", m->name}}));
-  json who = json::array();
+  // Each name once, ours (here now) and the other instances' (Redis' list).
+  std::set<std::string> names;
+  if (elsewhere) names.insert(elsewhere->begin(), elsewhere->end());
   {
     std::lock_guard<std::mutex> lock(directory_mu_);
     if (auto it = directory_.find(room); it != directory_.end())
-      for (const auto& [name, count] : it->second) who.push_back(name);
+      for (const auto& [name, count] : it->second) names.insert(name);
   }
+  json who = json::array();
+  for (const std::string& name : names) who.push_back(name);
   (void)server_->send_text(id, dump({{"type", "members"}, {"room", room}, {"who", std::move(who)}}));
+}
+
+// On loop 0: tells Redis whether `name` is in `room` here now. Read from the
+// directory then, not passed along: a join and a leave of one name on two loops
+// may reach loop 0 in either order, and the last word must be the directory's.
+void chat_app::sync_presence(const std::string& room, const std::string& name) {
+  bool present = false;
+  {
+    std::lock_guard<std::mutex> lock(directory_mu_);
+    if (auto it = directory_.find(room); it != directory_.end()) present = it->second.contains(name);
+  }
+  bus_->set_present(room, name, present);
 }
 
 void chat_app::leave(io::conn_id id, member& m, const std::string& room) {
@@ -223,7 +256,11 @@ void chat_app::leave(io::conn_id id, member& m, const std::string& room) {
       if (it->second.empty()) directory_.erase(it);
     }
   }
-  if (bus_) server_->post(0, [this, room] { bus_->unref(room); });
+  if (bus_)
+    server_->post(0, [this, room, name = m.name] {
+      sync_presence(room, name);
+      bus_->unref(room);
+    });
   // Last: `room` may refer to the entry erased here.
   const auto at = std::find(m.rooms.begin(), m.rooms.end(), room) - m.rooms.begin();
   if (static_cast<std::size_t>(at) < m.rooms.size()) {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -52,7 +53,9 @@ class chat_app final : public io::handler {
   };
 
   void join(io::conn_id id, member& m, const std::string& room);
-  void joined(io::conn_id id, const std::string& room, std::uint64_t join);
+  void joined(io::conn_id id, const std::string& room, std::uint64_t join,
+              const std::optional<std::vector<std::string>>& elsewhere);
+  void sync_presence(const std::string& room, const std::string& name);
   void post_to_bus(std::function<void()> task, std::size_t bytes);
   void leave(io::conn_id id, member& m, const std::string& room);
   void to_room(const std::string& room, const std::string& json);

@@ -10,7 +10,9 @@
 
 #include <charconv>
 #include <chrono>
+#include <cstdarg>
 #include <cstdio>
+#include <memory>
 
 #include "hiredis_loop.hpp"
 #include "ws6455/url.hpp"
@@ -23,6 +25,24 @@ constexpr std::int64_t backoff_first_ms = 100;
 constexpr std::int64_t backoff_max_ms = 5000;
 constexpr std::int64_t dropped_log_every_ms = 10'000;
 constexpr std::int64_t setup_timeout_ms = 5'000;
+
+// KEYS[1]: a room's members hash; ARGV[1]: the session key prefix. The names of
+// live sessions; fields of sessions that are gone (crashed, or an earlier
+// connection of a live instance) are removed. EXISTS on keys not in KEYS: fine on
+// a single Redis, not on a cluster.
+constexpr const char* members_script = R"(local live, names = {}, {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local nl = string.find(f, '\n', 1, true)
+  local s = nl and string.sub(f, 1, nl - 1)
+  if s and live[s] == nil then live[s] = redis.call('EXISTS', ARGV[1] .. s) == 1 end
+  if s and live[s] then names[#names + 1] = string.sub(f, nl + 1) else redis.call('HDEL', KEYS[1], f) end
+end
+return names)";
+
+struct members_request {
+  redis_bus::members_fn done;
+  std::size_t bytes;
+};
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -99,6 +119,12 @@ void redis_bus::start() {
 void redis_bus::stop(std::chrono::milliseconds flush) {
   if (setup_timer_) ep_.cancel_timer(setup_timer_);
   setup_timer_ = 0;
+  if (renew_timer_) ep_.cancel_timer(renew_timer_);
+  renew_timer_ = 0;
+  if (up_ && !session_.empty() && flush.count() > 0) {  // our members go at once, not after presence_ttl
+    const std::string key = session_key(session_);
+    (void)bounded_command(key.size(), "DEL %b", key.data(), key.size());
+  }
   if (pub_ && up_ && flush.count() > 0) {
     redisContext* c = &pub_->c;
     const std::int64_t until = now_ms() + flush.count();
@@ -228,6 +254,7 @@ void redis_bus::on_ready(redisAsyncContext* ac) {
   said_down_ = false;
   for (auto& [room, s] : rooms_)
     if (s.refs > 0 && s.state == sub_state::none) send_subscribe(room, s);
+  start_session();
 }
 
 void redis_bus::on_disconnected(redisAsyncContext* ac) {
@@ -287,20 +314,23 @@ void redis_bus::retry_later() {
 
 void redis_bus::note_lost(std::uint64_t n) { stats_.lost += n; }
 
+// From any thread (the chat's loops drop before posting to the bus's loop too):
+// counted, and said at most once per 10 s.
+void redis_bus::note_dropped() noexcept {
+  const std::uint64_t n = ++stats_.dropped;
+  const std::int64_t t = now_ms();
+  std::int64_t said = dropped_said_at_.load(std::memory_order_relaxed);
+  if (t - said < dropped_log_every_ms || !dropped_said_at_.compare_exchange_strong(said, t)) return;
+  std::fprintf(stderr,
+               "ws6455 serve: redis: too slow: more than %zu bytes of publications await it; dropping them (%llu so "
+               "far)\n",
+               o_.max_pending, static_cast<unsigned long long>(n));
+}
+
 void redis_bus::publish(std::string_view room, std::string_view payload) {
   if (!up_) return note_lost(1);
   const std::size_t bytes = o_.instance.size() + 1 + payload.size();
-  if (pending_bytes_ + bytes > o_.max_pending) {
-    ++stats_.dropped;
-    if (const std::int64_t t = now_ms(); t - dropped_said_at_ >= dropped_log_every_ms) {
-      dropped_said_at_ = t;
-      std::fprintf(stderr,
-                   "ws6455 serve: redis: too slow: %zu bytes await acknowledgement; dropping publications (%llu so "
-                   "far)\n",
-                   pending_bytes_, static_cast<unsigned long long>(stats_.dropped.load()));
-    }
-    return;
-  }
+  if (pending_bytes_ + bytes > o_.max_pending) return note_dropped();
   std::string channel = o_.channel_prefix;
   channel += room;
   std::string body;
@@ -329,6 +359,108 @@ void redis_bus::on_publish_reply(void* reply, std::size_t bytes) {
   const std::string_view err = str_of(r);
   if (pub_ && (err.starts_with("NOAUTH") || err.starts_with("WRONGPASS"))) redisAsyncDisconnect(pub_);
 }
+
+// ------------------------------------------------------------ presence
+
+std::string redis_bus::session_key(const std::string& session) const {
+  return o_.channel_prefix + "session:" + session;
+}
+
+std::string redis_bus::members_key(const std::string& room) const { return o_.channel_prefix + "members:" + room; }
+
+// A command on the publishing connection, counted with the publications against
+// max_pending (a stalled Redis cannot grow our buffers through presence either).
+// Past it the command is skipped: presence may then be stale until the next connect.
+bool redis_bus::bounded_command(std::size_t bytes, const char* format, ...) {
+  if (!up_ || !pub_ || pending_bytes_ + bytes > o_.max_pending) return false;
+  va_list ap;
+  va_start(ap, format);
+  const int r = redisvAsyncCommand(pub_, bytes_cb, reinterpret_cast<void*>(static_cast<std::uintptr_t>(bytes)),
+                                   format, ap);
+  va_end(ap);
+  if (r != REDIS_OK) return false;
+  pending_bytes_ += bytes;
+  return true;
+}
+
+void redis_bus::bytes_cb(redisAsyncContext* ac, void*, void* priv) {
+  auto* self = static_cast<redis_bus*>(ac->data);
+  self->pending_bytes_ -= std::min(static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(priv)),
+                                   self->pending_bytes_);
+}
+
+// A new session per connection: the previous one's key goes, and with it whatever
+// it registered (names that left while Redis was away included); the source
+// registers every local name again.
+void redis_bus::start_session() {
+  if (!session_.empty()) {
+    const std::string old = session_key(session_);
+    (void)bounded_command(old.size(), "DEL %b", old.data(), old.size());
+  }
+  session_ = o_.instance + "." + std::to_string(++sessions_);
+  renew_session();
+  if (presence_)
+    for (const auto& [room, name] : presence_()) set_present(room, name, true);
+  if (!renew_timer_) arm_renew();
+}
+
+// One timer for the bus's life, re-armed from itself.
+void redis_bus::arm_renew() {
+  const auto every = std::chrono::milliseconds(std::max<std::int64_t>(o_.presence_ttl_ms / 3, 1));
+  renew_timer_ = ep_.call_after(o_.loop, every, [this] {
+    renew_timer_ = 0;
+    if (stopped_) return;
+    if (up_) renew_session();
+    arm_renew();
+  });
+}
+
+void redis_bus::renew_session() {
+  const std::string key = session_key(session_);
+  (void)bounded_command(key.size() + 24, "SET %b 1 PX %lld", key.data(), key.size(),
+                        static_cast<long long>(o_.presence_ttl_ms));
+}
+
+void redis_bus::set_present(const std::string& room, const std::string& name, bool present) {
+  if (!up_ || session_.empty()) return;  // registered again on connecting
+  const std::string key = members_key(room);
+  const std::string field = session_ + '\n' + name;
+  if (present)
+    (void)bounded_command(key.size() + field.size(), "HSET %b %b 1", key.data(), key.size(), field.data(),
+                          field.size());
+  else
+    (void)bounded_command(key.size() + field.size(), "HDEL %b %b", key.data(), key.size(), field.data(),
+                          field.size());
+}
+
+void redis_bus::members(const std::string& room, members_fn done) {
+  const std::string key = members_key(room);
+  const std::string prefix = session_key("");
+  const std::size_t bytes = key.size() + prefix.size() + 512;
+  if (!up_ || !pub_ || pending_bytes_ + bytes > o_.max_pending) return done(std::nullopt);
+  auto* req = new members_request{std::move(done), bytes};
+  if (redisAsyncCommand(pub_, members_cb, req, "EVAL %s 1 %b %b", members_script, key.data(), key.size(),
+                        prefix.data(), prefix.size()) != REDIS_OK) {
+    std::unique_ptr<members_request> r(req);
+    return r->done(std::nullopt);
+  }
+  pending_bytes_ += bytes;
+}
+
+void redis_bus::members_cb(redisAsyncContext* ac, void* reply, void* priv) {
+  auto* self = static_cast<redis_bus*>(ac->data);
+  std::unique_ptr<members_request> req(static_cast<members_request*>(priv));
+  self->pending_bytes_ -= std::min(req->bytes, self->pending_bytes_);
+  const auto* r = static_cast<const redisReply*>(reply);
+  if (!r || r->type != REDIS_REPLY_ARRAY) return req->done(std::nullopt);  // gone, or an error (no scripts?)
+  std::vector<std::string> names;
+  names.reserve(r->elements);
+  for (std::size_t i = 0; i < r->elements; ++i)
+    if (r->element[i]->type == REDIS_REPLY_STRING) names.emplace_back(r->element[i]->str, r->element[i]->len);
+  req->done(std::move(names));
+}
+
+// ------------------------------------------------------------ subscriptions
 
 void redis_bus::ref(const std::string& room, std::function<void()> ready) {
   room_sub& s = rooms_[room];

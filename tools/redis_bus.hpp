@@ -7,6 +7,13 @@
 // publications are counted as lost (never queued without bound, never blocking),
 // the bus reconnects with backoff and subscribes again.
 //
+// Presence (who is in a room on any instance): each instance keeps its own names in
+// a hash per room, PREFIX "members:" ROOM, field SESSION "\n" NAME. A session is one
+// connection of the bus (instance id "." count) and lives while its key PREFIX
+// "session:" SESSION does: set on connecting, renewed every presence_ttl / 3, gone
+// presence_ttl after a crash, deleted on the next connect or a clean stop. A read
+// (a script, atomic in Redis) lists the names of live sessions and removes the rest.
+//
 // One thread: every call is made on the bus's loop (or while it is not running);
 // other loops reach it with endpoint::post. stats() may be read from anywhere.
 #pragma once
@@ -15,6 +22,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -52,6 +60,7 @@ class redis_bus {
     std::string channel_prefix = "ws6455:chat:";
     std::string instance;                   // tags what this instance publishes
     std::size_t max_pending = 16u << 20;    // bytes published and not yet acknowledged
+    std::int64_t presence_ttl_ms = 15'000;  // how long a crashed instance's members stay listed
     unsigned loop = 0;
   };
   // A message another instance published to `room`.
@@ -75,9 +84,22 @@ class redis_bus {
   void ref(const std::string& room, std::function<void()> ready);
   void unref(const std::string& room);  // the last local member left: unsubscribe
 
+  // Presence. The source lists every (room, name) of this instance now: registered
+  // again on every connect (Redis may have restarted empty; what changed while it
+  // was away is then right).
+  using presence_source = std::function<std::vector<std::pair<std::string, std::string>>()>;
+  void set_presence_source(presence_source f) { presence_ = std::move(f); }
+  // `name` now is (present) or is no longer in `room` on this instance.
+  void set_present(const std::string& room, const std::string& name, bool present);
+  // The names in `room` on every live instance (each session's once; the caller
+  // merges); nullopt when Redis is away or did not answer.
+  using members_fn = std::function<void(std::optional<std::vector<std::string>>)>;
+  void members(const std::string& room, members_fn done);
+
   const redis_stats& stats() const noexcept { return stats_; }
-  // A publication dropped before it reached the bus (any thread).
-  void note_dropped() noexcept { ++stats_.dropped; }
+  // A publication dropped for want of room (--redis-max-pending): counted, and
+  // logged at most once per 10 s. Any thread.
+  void note_dropped() noexcept;
 
  private:
   enum class sub_state : std::uint8_t { none, subscribing, subscribed, unsubscribing };
@@ -97,6 +119,14 @@ class redis_bus {
   void send_unsubscribe(const std::string& room, room_sub& s);
   void on_sub_reply(void* reply);
   void on_publish_reply(void* reply, std::size_t bytes);
+  void start_session();
+  void renew_session();
+  void arm_renew();
+  bool bounded_command(std::size_t bytes, const char* format, ...);
+  std::string session_key(const std::string& session) const;
+  std::string members_key(const std::string& room) const;
+  static void bytes_cb(redisAsyncContext* ac, void* reply, void* priv);
+  static void members_cb(redisAsyncContext* ac, void* reply, void* priv);
   void note_lost(std::uint64_t n);
 
   static void setup_cb(redisAsyncContext* ac, void* reply, void* priv);
@@ -123,9 +153,13 @@ class redis_bus {
   std::int64_t down_since_ = 0;      // monotonic ms
   std::uint64_t lost_at_down_ = 0;   // stats_.lost when the outage began
   bool said_down_ = false;
-  std::int64_t dropped_said_at_ = 0;
+  std::atomic<std::int64_t> dropped_said_at_{-(1LL << 40)};  // monotonic ms of the last "too slow" line
   std::size_t pending_bytes_ = 0;
   std::unordered_map<std::string, room_sub> rooms_;
+  presence_source presence_;
+  std::string session_;          // the current connection's presence session ("" before the first)
+  std::uint64_t sessions_ = 0;
+  io::endpoint::timer_id renew_timer_ = 0;
   redis_stats stats_;
 };
 

@@ -30,14 +30,16 @@ constexpr const char* serve_usage =
     "                    [--handshake-timeout S] [--close-timeout S]\n"
     "                    [--tls-cert FILE --tls-key FILE [--tls-sni CERT,KEY]...]\n"
     "                    [--redis redis://[:PASSWORD@]HOST[:PORT][/DB] [--redis-channel-prefix P]\n"
-    "                     [--redis-max-pending BYTES]] [--instance ID]\n"
+    "                     [--redis-max-pending BYTES] [--redis-presence-ttl S]] [--instance ID]\n"
     "  echo: every text or binary message is sent back (any path)\n"
     "  chat: JSON rooms (docs/chat.md): ws://HOST:PORT/chat/ROOM joins ROOM, /chat or /?room=ROOM;\n"
     "    ?name=NAME; GET /stats answers counters as JSON. --max-message bounds a message's content\n"
     "    (default 64 KiB). --redis: rooms span every instance on that Redis (pub/sub channels\n"
     "    PREFIX+ROOM, default prefix 'ws6455:chat:'); publications awaiting Redis are bounded by\n"
-    "    --redis-max-pending (default 16 MiB; dropped and counted past it). --instance: this\n"
-    "    process's id in message ids and Redis tags (default: random)\n"
+    "    --redis-max-pending (default 16 MiB; dropped and counted past it). A newcomer's members\n"
+    "    list names every instance's members (kept in Redis hashes PREFIX+'members:'+ROOM); a\n"
+    "    crashed instance's members stay listed --redis-presence-ttl seconds (default 15).\n"
+    "    --instance: this process's id in message ids and Redis tags (default: random)\n"
     "  GET or HEAD / without an upgrade answers a test page (chat: and /stats); other plain requests get 404.\n"
     "  --backend: auto (default) uses io_uring where the kernel allows it, else epoll (and says so)\n"
     "  --threads: loops, one per thread, sharing the port (SO_REUSEPORT); 0 = one per core; default 1\n"
@@ -129,6 +131,7 @@ int serve_main(int argc, char** argv) {
   std::optional<std::size_t> max_message;
   chat_options chat_opts;
   std::string redis_url;
+  std::chrono::milliseconds presence_ttl{chat_opts.redis_options.presence_ttl_ms};
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     auto seconds = [&](std::string_view name, std::chrono::milliseconds& out) {
@@ -203,7 +206,7 @@ int serve_main(int argc, char** argv) {
       opts.tls.sni_certificates.push_back({std::string(v->substr(0, comma)), std::string(v->substr(comma + 1))});
     } else if (seconds("--idle-timeout", opts.idle_timeout) || seconds("--ping-interval", opts.ping_interval) ||
                seconds("--handshake-timeout", opts.handshake_timeout) ||
-               seconds("--close-timeout", opts.close_timeout)) {
+               seconds("--close-timeout", opts.close_timeout) || seconds("--redis-presence-ttl", presence_ttl)) {
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(serve_usage, stdout);
       return 0;
@@ -234,6 +237,11 @@ int serve_main(int argc, char** argv) {
     }
     chat_opts.redis = true;
     chat_opts.redis_options.url = std::move(*url);
+    if (presence_ttl.count() < 10) {  // Redis' PX needs a positive time; renewed every third of it
+      std::fprintf(stderr, "ws6455 serve: --redis-presence-ttl takes at least 0.01 seconds\n");
+      return 2;
+    }
+    chat_opts.redis_options.presence_ttl_ms = presence_ttl.count();
   }
   if (chat) {
     // --max-message bounds a chat message's content; the frame layer lets its JSON
