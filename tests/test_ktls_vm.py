@@ -98,21 +98,24 @@ echo "CHATSERVE|$?|$(tr '\n' ' ' < /tmp/c.err)"
 """
 
 
-# A slow reader (tests/vm/slow_reader.cpp: 16 KiB per 10 ms) against the echo server
-# over kernel TLS: the server's socket stays full, so its kernel-encrypted records
-# meet a full TCP send buffer, and its close and close_notify go out while the
-# reader still lags. Then once more with tiny send buffers (tcp_wmem), where a record
-# often reaches TCP in pieces. Every echo byte, the close and close_notify must come.
+# A slow reader (tests/vm/slow_reader.cpp: 4 messages of 1 MiB, reading 16 KiB per
+# 10 ms through a 32 KiB receive buffer) against the echo server over kernel TLS,
+# whose close timeout lets the reader finish: the server writes through kernel TLS
+# under backpressure and closes while the reader still lags. With the kernel's
+# default buffers the send buffer grows large enough to take most of it; then once
+# more with tiny send buffers (tcp_wmem), where the socket is full up to the close
+# and a record often reaches TCP in pieces. Every echo byte, the close and
+# close_notify must come.
 SLOW_SCRIPT = r"""
 slow() {
   name=$1; backend=$2
   rm -f /tmp/w.out
   ws6455 serve --port 8445 --backend $backend --tls-cert /c/server.pem --tls-key /c/server.key \
-      > /tmp/w.out 2> /tmp/w.err &
+      --close-timeout 60 > /tmp/w.out 2> /tmp/w.err &
   wpid=$!
   i=0
   while ! grep -q listening /tmp/w.out 2>/dev/null && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
-  echo "SLOW_CASE|$name|$(slow_reader 127.0.0.1 8445 /c/ca.pem 2 10)"
+  echo "SLOW_CASE|$name|$(slow_reader 127.0.0.1 8445 /c/ca.pem 4 10 32768)"
   kill -TERM $wpid
   wait $wpid
   echo "SLOW_SERVE|$name|$?|$(tr '\n' ' ' < /tmp/w.err)"

@@ -13,7 +13,8 @@ happens. Prints "N passed, N failed"; exits 1 on any failure.
 
   a. A slow Redis (DEBUG SLEEP; SIGSTOP where DEBUG is refused) under an instance
      with --redis-max-pending 20000: 200 messages of 1 KiB sent meanwhile reach the
-     local members at once, the rest of what Redis cannot take is dropped and
+     local members at once, a member joining meanwhile gets its joined and members
+     within 2 s, the rest of what Redis cannot take is dropped and
      counted (published + dropped + lost == sent), RSS stays put, and a second
      instance gets exactly the published ones.
   b. AUTH: the right password relays across instances; a wrong one is logged
@@ -26,9 +27,12 @@ happens. Prints "N passed, N failed"; exits 1 on any failure.
      way).
   e. Bad --redis URLs, and --redis without --mode chat: exit 2 with the reason.
   g. Presence: a newcomer's `members` names every instance's members, each name
-     once; one that left is not listed; a SIGKILLed instance's members stop being
-     listed after its --redis-presence-ttl, a SIGTERMed one's at once; after Redis
-     restarts empty, every instance registers its members again.
+     once; one that left is not listed; an instance whose session key lapsed
+     registers again; a SIGKILLed instance's members stop being listed after its
+     --redis-presence-ttl, and a room only it had expires; a restart under the same
+     --instance does not bring crashed members back; a SIGTERMed instance's members
+     go at once; after Redis restarts empty, every instance registers its members
+     again; clean stops leave nothing in Redis.
 """
 import asyncio
 import os
@@ -258,6 +262,21 @@ async def slow_redis(redis):
         check("a: A's RSS stays bounded (grew < 24 MiB)", rss0 and rss1 and rss1 - rss0 < 24 * 1024,
               f"{rss0} -> {rss1} KiB")
         print(f"     (A: published {n}, dropped {d['dropped']}; RSS {rss0} -> {rss1} KiB)")
+
+        # Redis stalls again and a member joins meanwhile: its members list would wait
+        # for Redis' answer; it waits a second at most (then the local members).
+        stall = await asyncio.to_thread(Stall, redis)
+        await asyncio.to_thread(stall.effective)
+        t_join = time.monotonic()
+        late = await ChatClient("late", ["slow"]).open(f"{a.url}/?name=late")
+        clients.append(late)
+        joined_in_time = await late.join("slow", 2.0)
+        t_joined = time.monotonic()
+        check("a: a member joining while Redis stalls gets its joined and members within 2 s (the local members)",
+              joined_in_time and {"sa", "late"} <= set(members_of(late, "slow") or []),
+              f"after {t_joined - t_join:.2f} s, {t_joined - stall.start:.2f} s into the stall: {late.log[-3:]!r}")
+        await asyncio.to_thread(stall.end)
+        stall = None
         await stop_cleanly("a", a, b)
     finally:
         if stall is not None:
@@ -531,15 +550,25 @@ def members_of(c, room):
     return sorted(lists[-1]) if lists and isinstance(lists[-1], list) else None
 
 
+def redis_call(redis, *args):
+    conn = RedisConn(redis.port)
+    try:
+        conn.send(*args)
+        return conn.reply()
+    finally:
+        conn.close()
+
+
 async def presence():
     redis = start_redis()
-    a = instance("presence-A", redis.url())
+    a = instance("presence-A", redis.url(), "--redis-presence-ttl", "3")
     b = instance("presence-B", redis.url())
     c = instance("presence-C", redis.url(), "--redis-presence-ttl", "1")
+    d = None
     clients = []
 
-    async def newcomer(server, name):
-        cl = await open_joined(server, name, "who")
+    async def newcomer(server, name, room="who"):
+        cl = await open_joined(server, name, room)
         clients.append(cl)
         return cl
 
@@ -564,40 +593,66 @@ async def presence():
         check("g: a name that left one instance and is still on another stays listed",
               members_of(n2, "who") == ["n1", "n2", "pa"], repr(n2.log[-3:]))
 
+        # A's session key lapses (here: deleted): A notices at its next renewal (every
+        # 1 s) and registers its members under a new session.
+        keys = redis_call(redis, "KEYS", f"ws6455:chat:session:{pa.instance}.*")
+        redis_call(redis, "DEL", *keys)
+        await asyncio.sleep(1.5)
+        n3 = await newcomer(b, "n3")
+        check("g: after its session key lapsed, an instance's members are listed again (a new session)",
+              len(keys) == 1 and members_of(n3, "who") == ["n1", "n2", "n3", "pa"], f"{keys} {n3.log[-3:]!r}")
+
         pc = await newcomer(c, "pc")
+        await pc.join("c-only")
         check("g: a newcomer on a third instance lists all three instances' members",
-              members_of(pc, "who") == ["n1", "n2", "pa", "pc"], repr(pc.log[-3:]))
+              members_of(pc, "who") == ["n1", "n2", "n3", "pa", "pc"], repr(pc.log[-3:]))
         c.stop(signal.SIGKILL)
         await asyncio.sleep(1.6)  # C's --redis-presence-ttl is 1 s
-        n3 = await newcomer(a, "n3")
-        check("g: a SIGKILLed instance's members are not listed once its session expired (1 s)",
-              members_of(n3, "who") == ["n1", "n2", "n3", "pa"], repr(n3.log[-3:]))
-
-        rc = await asyncio.to_thread(b.stop, signal.SIGTERM)  # n2 was on B; C's default TTL would be 15 s
         n4 = await newcomer(a, "n4")
+        check("g: a SIGKILLed instance's members are not listed once its session expired (1 s)",
+              members_of(n4, "who") == ["n1", "n2", "n3", "n4", "pa"], repr(n4.log[-3:]))
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and redis_call(redis, "EXISTS", "ws6455:chat:members:c-only") != 0:
+            await asyncio.sleep(0.2)
+        check("g: the members hash of a room only the SIGKILLed instance had expires (3 TTLs)",
+              redis_call(redis, "EXISTS", "ws6455:chat:members:c-only") == 0)
+
+        # Restarted under the same --instance after a crash: its earlier members stay gone.
+        d = instance("presence-D", redis.url(), "--instance", "fixed", "--redis-presence-ttl", "1")
+        await d.wait_redis(True, 15)
+        await newcomer(d, "ghost", "d-room")
+        d.stop(signal.SIGKILL)
+        d = instance("presence-D2", redis.url(), "--instance", "fixed", "--redis-presence-ttl", "1")
+        await d.wait_redis(True, 15)
+        await asyncio.sleep(1.6)
+        n5 = await newcomer(a, "n5", "d-room")
+        check("g: an instance restarted under the same --instance does not bring back its crashed members",
+              members_of(n5, "d-room") == ["n5"], repr(n5.log[-3:]))
+
+        rc = await asyncio.to_thread(b.stop, signal.SIGTERM)  # n2, n3 were on B, whose TTL is 15 s
+        n6 = await newcomer(a, "n6")
         check("g: a SIGTERMed instance's members are not listed, at once",
-              rc == 0 and members_of(n4, "who") == ["n1", "n3", "n4", "pa"], f"rc={rc} {n4.log[-3:]!r}")
+              rc == 0 and members_of(n6, "who") == ["n1", "n4", "n6", "pa"], f"rc={rc} {n6.log[-3:]!r}")
 
         port = redis.port
+        before = (await a.astats())["redis"]["reconnects"]
         redis.stop(signal.SIGKILL)
         redis = start_redis(port)  # empty: nothing saved
-        await a.wait_redis(False, 15)
-        await a.wait_redis(True, 15)
-        n5 = await newcomer(a, "n5")
+        await asyncio.to_thread(a.wait_stats, lambda st: st["redis"]["reconnects"] > before and
+                                st["redis"]["connected"] is True, 15)
+        n7 = await newcomer(a, "n7")
         check("g: after Redis restarted empty, the instance registered its members again",
-              members_of(n5, "who") == ["n1", "n3", "n4", "n5", "pa"], repr(n5.log[-3:]))
-        await stop_cleanly("g", a)
-        conn = RedisConn(redis.port)
-        try:
-            conn.send("KEYS", "ws6455:chat:session:*")
-            left = conn.reply()
-        finally:
-            conn.close()
-        check("g: no session key left in Redis after the clean stop", left == [], repr(left))
+              members_of(n7, "who") == ["n1", "n4", "n6", "n7", "pa"], repr(n7.log[-3:]))
+        await asyncio.gather(*(cl.close() for cl in clients))
+        await stop_cleanly("g", a, d)
+        left = redis_call(redis, "KEYS", "ws6455:chat:*")
+        check("g: nothing of the instances left in Redis after their clean stops (fields and session keys)",
+              left == [], repr(left))
     finally:
         await asyncio.gather(*(m.close() for m in clients))
-        for x in (a, b, c):
-            x.stop()
+        for x in (a, b, c, d):
+            if x is not None:
+                x.stop()
         redis.stop()
 
 

@@ -245,8 +245,6 @@ void chat_app::sync_presence(const std::string& room, const std::string& name) {
 }
 
 void chat_app::leave(io::conn_id id, member& m, const std::string& room) {
-  to_room(room, dump({{"type", "left"}, {"room", room}, {"who", m.name}}));  // the leaver too, if still open
-  server_->unsubscribe(id, room);
   {
     std::lock_guard<std::mutex> lock(directory_mu_);
     auto it = directory_.find(room);
@@ -256,11 +254,15 @@ void chat_app::leave(io::conn_id id, member& m, const std::string& room) {
       if (it->second.empty()) directory_.erase(it);
     }
   }
+  // Out of Redis' list before `left` is published (loop 0 runs them in this order):
+  // a newcomer elsewhere either reads the list without the leaver or gets its `left`.
   if (bus_)
     server_->post(0, [this, room, name = m.name] {
       sync_presence(room, name);
       bus_->unref(room);
     });
+  to_room(room, dump({{"type", "left"}, {"room", room}, {"who", m.name}}));  // the leaver too, if still open
+  server_->unsubscribe(id, room);
   // Last: `room` may refer to the entry erased here.
   const auto at = std::find(m.rooms.begin(), m.rooms.end(), room) - m.rooms.begin();
   if (static_cast<std::size_t>(at) < m.rooms.size()) {

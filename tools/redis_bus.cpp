@@ -13,6 +13,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <memory>
+#include <random>
 
 #include "hiredis_loop.hpp"
 #include "ws6455/url.hpp"
@@ -25,6 +26,9 @@ constexpr std::int64_t backoff_first_ms = 100;
 constexpr std::int64_t backoff_max_ms = 5000;
 constexpr std::int64_t dropped_log_every_ms = 10'000;
 constexpr std::int64_t setup_timeout_ms = 5'000;
+// A members list not read by then is this instance's alone: a stalled Redis must
+// not hold a join up.
+constexpr std::int64_t members_timeout_ms = 1'000;
 
 // KEYS[1]: a room's members hash; ARGV[1]: the session key prefix. The names of
 // live sessions; fields of sessions that are gone (crashed, or an earlier
@@ -39,10 +43,14 @@ for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
 end
 return names)";
 
+// Answered once: by Redis' reply or by the timeout, whichever comes first.
 struct members_request {
   redis_bus::members_fn done;
-  std::size_t bytes;
+  std::size_t bytes = 0;
+  io::endpoint::timer_id timer = 0;
+  bool answered = false;
 };
+using members_holder = std::shared_ptr<members_request>;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -92,7 +100,12 @@ expected<redis_url, std::string> parse_redis_url(std::string_view url) {
 }
 
 redis_bus::redis_bus(io::endpoint& ep, options o, on_message_fn on_message)
-    : ep_(ep), o_(std::move(o)), on_message_(std::move(on_message)) {}
+    : ep_(ep), o_(std::move(o)), on_message_(std::move(on_message)) {
+  std::random_device rd;
+  char nonce[17];
+  std::snprintf(nonce, sizeof nonce, "%08x%08x", static_cast<unsigned>(rd()), static_cast<unsigned>(rd()));
+  session_base_ = o_.instance + "." + nonce + ".";
+}
 
 redis_bus::~redis_bus() { stop(); }
 
@@ -121,10 +134,7 @@ void redis_bus::stop(std::chrono::milliseconds flush) {
   setup_timer_ = 0;
   if (renew_timer_) ep_.cancel_timer(renew_timer_);
   renew_timer_ = 0;
-  if (up_ && !session_.empty() && flush.count() > 0) {  // our members go at once, not after presence_ttl
-    const std::string key = session_key(session_);
-    (void)bounded_command(key.size(), "DEL %b", key.data(), key.size());
-  }
+  if (up_ && !session_.empty() && flush.count() > 0) end_session(session_, registered_);  // at once, not after the TTL
   if (pub_ && up_ && flush.count() > 0) {
     redisContext* c = &pub_->c;
     const std::int64_t until = now_ms() + flush.count();
@@ -389,19 +399,36 @@ void redis_bus::bytes_cb(redisAsyncContext* ac, void*, void* priv) {
                                    self->pending_bytes_);
 }
 
-// A new session per connection: the previous one's key goes, and with it whatever
-// it registered (names that left while Redis was away included); the source
-// registers every local name again.
+// A new session per connection (and when the current one lapsed or missed an
+// update): the previous one's fields and key go, and the source registers every
+// local name again (names that left while Redis was away are gone with the old).
 void redis_bus::start_session() {
-  if (!session_.empty()) {
-    const std::string old = session_key(session_);
-    (void)bounded_command(old.size(), "DEL %b", old.data(), old.size());
-  }
-  session_ = o_.instance + "." + std::to_string(++sessions_);
-  renew_session();
+  const std::string old = session_;
+  const auto old_fields = std::move(registered_);
+  registered_.clear();
+  session_ = session_base_ + std::to_string(++sessions_);
+  presence_dirty_ = false;
+  const std::string key = session_key(session_);
+  if (!bounded_command(key.size() + 24, "SET %b 1 PX %lld", key.data(), key.size(),
+                       static_cast<long long>(o_.presence_ttl_ms)))
+    presence_dirty_ = true;
+  if (!old.empty()) end_session(old, old_fields);
   if (presence_)
     for (const auto& [room, name] : presence_()) set_present(room, name, true);
   if (!renew_timer_) arm_renew();
+}
+
+// Deletes a session's fields and key (what a skipped command leaves, the members
+// script removes, or the hash's expiry).
+void redis_bus::end_session(const std::string& session, const std::set<std::pair<std::string, std::string>>& fields) {
+  for (const auto& [room, name] : fields) {
+    const std::string hash = members_key(room);
+    const std::string field = session + '\n' + name;
+    (void)bounded_command(hash.size() + field.size(), "HDEL %b %b", hash.data(), hash.size(), field.data(),
+                          field.size());
+  }
+  const std::string key = session_key(session);
+  (void)bounded_command(key.size(), "DEL %b", key.data(), key.size());
 }
 
 // One timer for the bus's life, re-armed from itself.
@@ -415,22 +442,51 @@ void redis_bus::arm_renew() {
   });
 }
 
+// The session key's lifetime, and the hashes of the rooms we have members in (a
+// room whose every instance is gone expires with its dead fields).
 void redis_bus::renew_session() {
+  if (presence_dirty_ || session_.empty()) return start_session();
   const std::string key = session_key(session_);
-  (void)bounded_command(key.size() + 24, "SET %b 1 PX %lld", key.data(), key.size(),
-                        static_cast<long long>(o_.presence_ttl_ms));
+  // Not bounded: one a renewal; its reply says whether the key lapsed meanwhile.
+  redisAsyncCommand(pub_, renew_cb, reinterpret_cast<void*>(static_cast<std::uintptr_t>(sessions_)),
+                    "PEXPIRE %b %lld", key.data(), key.size(), static_cast<long long>(o_.presence_ttl_ms));
+  const std::string* last = nullptr;
+  for (const auto& [room, name] : registered_) {
+    if (last && *last == room) continue;
+    last = &room;
+    const std::string hash = members_key(room);
+    (void)bounded_command(hash.size() + 24, "PEXPIRE %b %lld", hash.data(), hash.size(),
+                          static_cast<long long>(3 * o_.presence_ttl_ms));
+  }
+}
+
+void redis_bus::renew_cb(redisAsyncContext* ac, void* reply, void* priv) {
+  auto* self = static_cast<redis_bus*>(ac->data);
+  const auto* r = static_cast<const redisReply*>(reply);
+  // 0: the key was gone (expired while Redis or we stalled, evicted, deleted): other
+  // instances' reads may have removed our fields already. Only for the current session.
+  if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 0 && self->up_ &&
+      reinterpret_cast<std::uintptr_t>(priv) == self->sessions_)
+    self->start_session();
 }
 
 void redis_bus::set_present(const std::string& room, const std::string& name, bool present) {
   if (!up_ || session_.empty()) return;  // registered again on connecting
   const std::string key = members_key(room);
   const std::string field = session_ + '\n' + name;
-  if (present)
-    (void)bounded_command(key.size() + field.size(), "HSET %b %b 1", key.data(), key.size(), field.data(),
-                          field.size());
-  else
-    (void)bounded_command(key.size() + field.size(), "HDEL %b %b", key.data(), key.size(), field.data(),
-                          field.size());
+  bool sent;
+  if (present) {
+    sent = bounded_command(key.size() + field.size(), "HSET %b %b 1", key.data(), key.size(), field.data(),
+                           field.size()) &&
+           bounded_command(key.size() + 24, "PEXPIRE %b %lld", key.data(), key.size(),
+                           static_cast<long long>(3 * o_.presence_ttl_ms));
+    registered_.emplace(room, name);
+  } else {
+    sent = bounded_command(key.size() + field.size(), "HDEL %b %b", key.data(), key.size(), field.data(),
+                           field.size());
+    registered_.erase({room, name});
+  }
+  if (!sent) presence_dirty_ = true;
 }
 
 void redis_bus::members(const std::string& room, members_fn done) {
@@ -438,26 +494,40 @@ void redis_bus::members(const std::string& room, members_fn done) {
   const std::string prefix = session_key("");
   const std::size_t bytes = key.size() + prefix.size() + 512;
   if (!up_ || !pub_ || pending_bytes_ + bytes > o_.max_pending) return done(std::nullopt);
-  auto* req = new members_request{std::move(done), bytes};
-  if (redisAsyncCommand(pub_, members_cb, req, "EVAL %s 1 %b %b", members_script, key.data(), key.size(),
+  auto req = std::make_shared<members_request>();
+  req->done = std::move(done);
+  req->bytes = bytes;
+  auto* holder = new members_holder(req);
+  if (redisAsyncCommand(pub_, members_cb, holder, "EVAL %s 1 %b %b", members_script, key.data(), key.size(),
                         prefix.data(), prefix.size()) != REDIS_OK) {
-    std::unique_ptr<members_request> r(req);
-    return r->done(std::nullopt);
+    delete holder;
+    return req->done(std::nullopt);
   }
   pending_bytes_ += bytes;
+  req->timer = ep_.call_after(o_.loop, std::chrono::milliseconds(members_timeout_ms), [req] {
+    req->timer = 0;
+    if (req->answered) return;
+    req->answered = true;
+    req->done(std::nullopt);  // the late reply finds it answered
+  });
 }
 
 void redis_bus::members_cb(redisAsyncContext* ac, void* reply, void* priv) {
   auto* self = static_cast<redis_bus*>(ac->data);
-  std::unique_ptr<members_request> req(static_cast<members_request*>(priv));
-  self->pending_bytes_ -= std::min(req->bytes, self->pending_bytes_);
+  const std::unique_ptr<members_holder> holder(static_cast<members_holder*>(priv));
+  members_request& req = **holder;
+  self->pending_bytes_ -= std::min(req.bytes, self->pending_bytes_);
+  if (req.timer) self->ep_.cancel_timer(req.timer);
+  req.timer = 0;
+  if (req.answered) return;
+  req.answered = true;
   const auto* r = static_cast<const redisReply*>(reply);
-  if (!r || r->type != REDIS_REPLY_ARRAY) return req->done(std::nullopt);  // gone, or an error (no scripts?)
+  if (!r || r->type != REDIS_REPLY_ARRAY) return req.done(std::nullopt);  // gone, or an error (no scripts?)
   std::vector<std::string> names;
   names.reserve(r->elements);
   for (std::size_t i = 0; i < r->elements; ++i)
     if (r->element[i]->type == REDIS_REPLY_STRING) names.emplace_back(r->element[i]->str, r->element[i]->len);
-  req->done(std::move(names));
+  req.done(std::move(names));
 }
 
 // ------------------------------------------------------------ subscriptions

@@ -9,10 +9,14 @@
 //
 // Presence (who is in a room on any instance): each instance keeps its own names in
 // a hash per room, PREFIX "members:" ROOM, field SESSION "\n" NAME. A session is one
-// connection of the bus (instance id "." count) and lives while its key PREFIX
-// "session:" SESSION does: set on connecting, renewed every presence_ttl / 3, gone
-// presence_ttl after a crash, deleted on the next connect or a clean stop. A read
-// (a script, atomic in Redis) lists the names of live sessions and removes the rest.
+// connection of the bus (instance id "." a random nonce of this process "." count)
+// and lives while its key PREFIX "session:" SESSION does: set on connecting, renewed
+// every presence_ttl / 3, gone presence_ttl after a crash; on the next connect or a
+// clean stop its fields and key are deleted. A read (a script, atomic in Redis)
+// lists the names of live sessions and removes the rest. A session whose key lapsed
+// or that missed an update (past max_pending) is replaced by a new one at the next
+// renewal. The hashes expire 3 presence_ttl after the last renewal of an instance
+// with members there.
 //
 // One thread: every call is made on the bus's loop (or while it is not running);
 // other loops reach it with endpoint::post. stats() may be read from anywhere.
@@ -23,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -92,7 +97,7 @@ class redis_bus {
   // `name` now is (present) or is no longer in `room` on this instance.
   void set_present(const std::string& room, const std::string& name, bool present);
   // The names in `room` on every live instance (each session's once; the caller
-  // merges); nullopt when Redis is away or did not answer.
+  // merges); nullopt when Redis is away or did not answer within a second.
   using members_fn = std::function<void(std::optional<std::vector<std::string>>)>;
   void members(const std::string& room, members_fn done);
 
@@ -120,8 +125,10 @@ class redis_bus {
   void on_sub_reply(void* reply);
   void on_publish_reply(void* reply, std::size_t bytes);
   void start_session();
+  void end_session(const std::string& session, const std::set<std::pair<std::string, std::string>>& fields);
   void renew_session();
   void arm_renew();
+  static void renew_cb(redisAsyncContext* ac, void* reply, void* priv);
   bool bounded_command(std::size_t bytes, const char* format, ...);
   std::string session_key(const std::string& session) const;
   std::string members_key(const std::string& room) const;
@@ -157,8 +164,11 @@ class redis_bus {
   std::size_t pending_bytes_ = 0;
   std::unordered_map<std::string, room_sub> rooms_;
   presence_source presence_;
+  std::string session_base_;     // instance "." nonce ".": a restart under the same --instance is another session
   std::string session_;          // the current connection's presence session ("" before the first)
   std::uint64_t sessions_ = 0;
+  std::set<std::pair<std::string, std::string>> registered_;  // (room, name) the session set in Redis
+  bool presence_dirty_ = false;  // an update was skipped: the next renewal starts a new session
   io::endpoint::timer_id renew_timer_ = 0;
   redis_stats stats_;
 };

@@ -237,8 +237,8 @@ int serve_main(int argc, char** argv) {
     }
     chat_opts.redis = true;
     chat_opts.redis_options.url = std::move(*url);
-    if (presence_ttl.count() < 10) {  // Redis' PX needs a positive time; renewed every third of it
-      std::fprintf(stderr, "ws6455 serve: --redis-presence-ttl takes at least 0.01 seconds\n");
+    if (presence_ttl.count() < 1000) {  // renewed every third of it
+      std::fprintf(stderr, "ws6455 serve: --redis-presence-ttl takes at least 1 second\n");
       return 2;
     }
     chat_opts.redis_options.presence_ttl_ms = presence_ttl.count();

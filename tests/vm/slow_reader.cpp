@@ -1,12 +1,13 @@
-// A wss:// echo client that reads slowly, for the kernel TLS close test
+// A wss:// echo client that reads slowly, for the kernel TLS test
 // (tests/test_ktls_vm.py). It sends MESSAGES binary messages of 1 MiB and a close,
-// while reading at most 16 KiB every PAUSE_MS: the server's socket stays full, so its
-// last records (the end of the echo, its close, close_notify) are written while TCP
-// has no room. Everything must still arrive before the server's FIN: every echo
-// byte, the close 1000, then close_notify (RFC 8446 §6.1).
+// while reading at most 16 KiB every PAUSE_MS through a receive buffer of RCVBUF
+// bytes: the server writes under backpressure and closes while the reader lags
+// (with small send buffers, its last records, close and close_notify meet a full
+// socket). Everything must still arrive before the server's FIN: every echo byte,
+// the close 1000, then close_notify (RFC 8446 §6.1).
 //
 // Plain OpenSSL and a hand-made client, so that what is tested is the server alone.
-// Usage: slow_reader HOST PORT CA_FILE MESSAGES PAUSE_MS
+// Usage: slow_reader HOST PORT CA_FILE MESSAGES PAUSE_MS RCVBUF
 // Prints one line: "SLOW|ok|..." or "SLOW|fail|reason"; exit 0 or 1.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -17,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -126,13 +128,16 @@ struct reader {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 6) {
-    std::fprintf(stderr, "usage: slow_reader HOST PORT CA_FILE MESSAGES PAUSE_MS\n");
+  if (argc != 7) {
+    std::fprintf(stderr, "usage: slow_reader HOST PORT CA_FILE MESSAGES PAUSE_MS RCVBUF\n");
     return 2;
   }
   const std::size_t messages = std::strtoul(argv[4], nullptr, 10);
   const auto read_pause = std::chrono::milliseconds(std::atoi(argv[5]));
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  // Before connect(): the window offered to the server stays this small.
+  const int rcvbuf = std::atoi(argv[6]);
+  (void)::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<std::uint16_t>(std::atoi(argv[2])));
