@@ -1234,14 +1234,16 @@ TEST_CASE_TEMPLATE("io: application descriptors and timers and posted tasks run 
   std::atomic<bool> timers_done{false};
   std::thread::id timer_thread;
   srv.post(1, [&] {
-    (void)srv.call_after(1, 60ms, [&] {
+    // 200 ms apart: each deadline is taken from the clock when it is set, and a
+    // preempted thread must not swap them.
+    (void)srv.call_after(1, 600ms, [&] {
       order.push_back(3);
       timer_thread = std::this_thread::get_id();
       timers_done = true;
     });
-    (void)srv.call_after(1, 20ms, [&] { order.push_back(1); });
-    const auto cancelled = srv.call_after(1, 30ms, [&] { order.push_back(99); });
-    (void)srv.call_after(1, 40ms, [&] { order.push_back(2); });
+    (void)srv.call_after(1, 200ms, [&] { order.push_back(1); });
+    const auto cancelled = srv.call_after(1, 300ms, [&] { order.push_back(99); });
+    (void)srv.call_after(1, 400ms, [&] { order.push_back(2); });
     srv.cancel_timer(cancelled);
   });
   CHECK(wait_until([&] { return timers_done.load(); }, 10s));

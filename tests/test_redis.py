@@ -559,6 +559,13 @@ def redis_call(redis, *args):
         conn.close()
 
 
+async def until_gone(redis, keys, timeout=10):
+    """Until none of `keys` exists in Redis (bounded)."""
+    deadline = time.monotonic() + timeout
+    while keys and time.monotonic() < deadline and redis_call(redis, "EXISTS", *keys) != 0:
+        await asyncio.sleep(0.1)
+
+
 async def presence():
     redis = start_redis()
     a = instance("presence-A", redis.url(), "--redis-presence-ttl", "3")
@@ -583,12 +590,14 @@ async def presence():
         check("g: a name on two instances is listed once", members_of(twin, "who") == ["pa", "pb"],
               repr(twin.log[-3:]))
         await pb.close()
-        await pa.wait(lambda: pa.has(type="left", room="who", who="pb"), 10)
+        check("g: a member's close: left reaches the other instance's member",
+              await pa.wait(lambda: pa.has(type="left", room="who", who="pb"), 10), repr(pa.log[-3:]))
         n1 = await newcomer(a, "n1")
         check("g: a member that left (closed) is no longer listed", members_of(n1, "who") == ["n1", "pa"],
               repr(n1.log[-3:]))
         await twin.send({"type": "leave", "room": "who"})
-        await twin.wait(lambda: twin.has(type="left", room="who", who="pa"), 10)
+        check("g: a leave: left reaches the leaver",
+              await twin.wait(lambda: twin.has(type="left", room="who", who="pa"), 10), repr(twin.log[-3:]))
         n2 = await newcomer(b, "n2")
         check("g: a name that left one instance and is still on another stays listed",
               members_of(n2, "who") == ["n1", "n2", "pa"], repr(n2.log[-3:]))
@@ -606,8 +615,9 @@ async def presence():
         await pc.join("c-only")
         check("g: a newcomer on a third instance lists all three instances' members",
               members_of(pc, "who") == ["n1", "n2", "n3", "pa", "pc"], repr(pc.log[-3:]))
+        c_keys = redis_call(redis, "KEYS", f"ws6455:chat:session:{pc.instance}.*")
         c.stop(signal.SIGKILL)
-        await asyncio.sleep(1.6)  # C's --redis-presence-ttl is 1 s
+        await until_gone(redis, c_keys)  # C's --redis-presence-ttl is 1 s
         n4 = await newcomer(a, "n4")
         check("g: a SIGKILLed instance's members are not listed once its session expired (1 s)",
               members_of(n4, "who") == ["n1", "n2", "n3", "n4", "pa"], repr(n4.log[-3:]))
@@ -621,10 +631,11 @@ async def presence():
         d = instance("presence-D", redis.url(), "--instance", "fixed", "--redis-presence-ttl", "1")
         await d.wait_redis(True, 15)
         await newcomer(d, "ghost", "d-room")
+        d_keys = redis_call(redis, "KEYS", "ws6455:chat:session:fixed.*")
         d.stop(signal.SIGKILL)
         d = instance("presence-D2", redis.url(), "--instance", "fixed", "--redis-presence-ttl", "1")
         await d.wait_redis(True, 15)
-        await asyncio.sleep(1.6)
+        await until_gone(redis, d_keys)
         n5 = await newcomer(a, "n5", "d-room")
         check("g: an instance restarted under the same --instance does not bring back its crashed members",
               members_of(n5, "d-room") == ["n5"], repr(n5.log[-3:]))

@@ -226,8 +226,14 @@ async def large_then_quiet(srv):
             await ws.send(os.urandom(16 << 20))
             await asyncio.wait_for(ws.recv(), 30)
             grown.append(srv.rss_kib() - base)
-        await asyncio.sleep(1.5)  # the peer is quiet: no read, no message
-        return grown, srv.rss_kib() - base
+        # The peer is quiet (no read, no message): the release comes 0.5 s after the
+        # last input; polled for up to 5 s.
+        deadline = time.monotonic() + 5
+        while True:
+            await asyncio.sleep(0.25)
+            quiet = srv.rss_kib() - base
+            if quiet < 12 * 1024 or time.monotonic() > deadline:
+                return grown, quiet
 
 
 def test_storage_released():
@@ -241,7 +247,7 @@ def test_storage_released():
               grown[2] - grown[0] < 4096, f"{grown} KiB")
         # io_uring's receive buffers (8 MiB, shared by all connections) stay touched.
         check("a quiet peer: the 16 MiB message's storage is given back without another read",
-              quiet < 12 * 1024, f"{quiet} KiB after 1.5 s (peak {max(grown)} KiB)")
+              quiet < 12 * 1024, f"{quiet} KiB 5 s later (peak {max(grown)} KiB)")
     finally:
         srv.stop()
 
@@ -416,7 +422,7 @@ def test_idle():
         close = [p for op, p in frames if op == 8]
         code = struct.unpack("!H", close[0][:2])[0] if close and len(close[0]) >= 2 else None
         check("keepalive: pings while silent, then close 1001 at the idle timeout",
-              pings >= 1 and code == 1001 and 0.9 < dt < 4, f"pings={pings} code={code} {dt:.2f}s")
+              pings >= 1 and code == 1001 and 0.5 < dt < 4, f"pings={pings} code={code} {dt:.2f}s")
         eof = wait_eof(s, 4)
         dt = time.monotonic() - t0
         s.close()
