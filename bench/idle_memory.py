@@ -10,6 +10,10 @@ reads its RSS, opens N WebSocket connections (default 10,000: raw sockets, one
 upgrade each, then silence), waits until the server has settled, reads its RSS
 again and prints (RSS with N - RSS with none) / N. Kernel socket buffers are not
 in RSS: this is what the process itself keeps per connection.
+
+Connections are opened in batches of BATCH (default 500); PACE (seconds, default
+0) waits that long after each batch: connections that arrive over time rather
+than in one burst (what a server gave back meanwhile serves the next ones).
 """
 import os
 import re
@@ -24,6 +28,7 @@ BIN = os.path.abspath(sys.argv[1])
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
 BATCH = int(os.environ.get("BATCH", "500"))
 WARMUP = int(os.environ.get("WARMUP", "300"))
+PACE = float(os.environ.get("PACE", "0"))
 ARGS = sys.argv[3:]
 
 REQUEST = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -70,6 +75,7 @@ def main():
             s.sendall(REQUEST)
             socks.append(s)
             if len(socks) % BATCH == 0:  # read the 101s in batches: the backlog stays short
+                time.sleep(PACE)
                 for t in socks[-BATCH:]:
                     t.recv(4096)
             if time.monotonic() > deadline:

@@ -268,8 +268,9 @@ void connection::release_storage() noexcept {
     ext_->out_spare.reset();
     ext_->out_spare_size = 0;
   }
-  // Drained output past write_buffer_size (kept across messages with retain_storage).
-  if (out_head_ == out_size_ && out_pinned_ == 0 && out_cap_ > write_buffer_size_) {
+  // Drained output, however small: an idle connection keeps no buffer (the next send
+  // allocates one again; kept across messages with retain_storage until now).
+  if (out_head_ == out_size_ && out_pinned_ == 0 && out_cap_ != 0) {
     out_.reset();
     out_cap_ = out_head_ = out_size_ = 0;
   }

@@ -291,6 +291,19 @@ TEST_CASE("ws6455 retain_storage: reassembly and output capacity stay across mes
   }
 }
 
+TEST_CASE("ws6455 release_storage: the drained output buffer goes, however small, and comes back on the next send") {
+  connection c(role::server);
+  REQUIRE(c.send_text("welcome") == send_result::ok);
+  CHECK(c.memory_usage() > 0);
+  c.release_storage();  // not drained yet: kept
+  CHECK(as_bytes(c.pending_output()) == cat(bytes{std::byte{0x81}, std::byte{7}}, str("welcome")));
+  c.consume_output(c.pending_output().size());
+  c.release_storage();
+  CHECK(c.memory_usage() == 0);
+  REQUIRE(c.send_text("again") == send_result::ok);
+  CHECK(as_bytes(c.pending_output()) == cat(bytes{std::byte{0x81}, std::byte{5}}, str("again")));
+}
+
 TEST_CASE("ws6455 release_storage: a message still being reassembled is kept") {
   connection c(role::server);
   run(c, frame(OP_TEXT, str(utf8_text(10000)), false, K));

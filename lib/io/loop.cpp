@@ -200,7 +200,8 @@ std::int64_t loop::next_deadline(const conn& c) const noexcept {
       if (opts_.idle_timeout > 0) d = c.last_rx + opts_.idle_timeout;
       if (opts_.ping_interval > 0) d = std::min(d, std::max(c.last_rx, c.last_ping) + opts_.ping_interval);
       // Only ahead: a release that could not give anything back must not spin.
-      if (c.last_rx + release_delay_ms > now_ && holds_idle_storage(c)) d = std::min(d, c.last_rx + release_delay_ms);
+      if (c.last_rx + release_delay_ms > now_ && holds_idle_storage(c, true))
+        d = std::min(d, c.last_rx + release_delay_ms);
       return d;
     }
     case phase::free:
@@ -211,12 +212,16 @@ std::int64_t loop::next_deadline(const conn& c) const noexcept {
 }
 
 // Storage worth giving back once the peer is quiet (checked only with the output
-// drained: a pending write keeps it, and its completion re-arms the timer).
-bool loop::holds_idle_storage(const conn& c) const noexcept {
+// drained: a pending write keeps it, and its completion re-arms the timer). `any`:
+// however little (the timer, release_delay_ms after the peer's last input: an idle
+// connection keeps no buffer); else only large storage (a write that drained for a
+// peer quiet for long: a member that only receives broadcasts keeps its small
+// output buffer rather than allocate and free one per message).
+bool loop::holds_idle_storage(const conn& c, bool any) const noexcept {
   if (c.writing || output_size(c) != 0) return false;
   const std::size_t kept = c.x ? c.x->pending_in.capacity() : 0;
-  return c.ws->memory_usage() + kept > opts_.ws.write_buffer_size + idle_storage_slack ||
-         (c.tls && tls_[c.slot]->holds_storage());
+  const std::size_t above = any ? 0 : opts_.ws.write_buffer_size + idle_storage_slack;
+  return c.ws->memory_usage() + kept > above || (c.tls && tls_[c.slot]->holds_storage());
 }
 
 void loop::release_idle_storage(conn& c) {
@@ -293,7 +298,7 @@ void loop::on_timer(conn& c) {
         mark_dirty(c);
         break;
       }
-      if (holds_idle_storage(c) && now_ >= c.last_rx + release_delay_ms) release_idle_storage(c);
+      if (holds_idle_storage(c, true) && now_ >= c.last_rx + release_delay_ms) release_idle_storage(c);
       if (opts_.ping_interval > 0 && now_ >= std::max(c.last_rx, c.last_ping) + opts_.ping_interval) {
         // Ignored when the output is full: the idle timeout still bounds a dead peer.
         (void)c.ws->send_ping();
@@ -868,7 +873,7 @@ void loop::service(conn& c) {
   if (c.ph == phase::open) {
     // Storage to give back once the peer is quiet: now, if it already is (a slow
     // write just finished), else by the timer.
-    if (now_ >= c.last_rx + release_delay_ms && holds_idle_storage(c)) release_idle_storage(c);
+    if (now_ >= c.last_rx + release_delay_ms && holds_idle_storage(c, false)) release_idle_storage(c);
     arm(c);
   }
   trim_extra(c);

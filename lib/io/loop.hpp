@@ -221,7 +221,7 @@ class loop {
   void pause_accepting(std::int64_t until);
   void resume_accepting();
   std::int64_t next_deadline(const conn& c) const noexcept;
-  bool holds_idle_storage(const conn& c) const noexcept;
+  bool holds_idle_storage(const conn& c, bool any) const noexcept;
   void release_idle_storage(conn& c);
   void arm(conn& c);
   void note_closing(conn& c);
