@@ -182,9 +182,10 @@ class connection : private detail::connection_fields {
   // The caller has finished with every event reported so far: storage a large message
   // used (reassembly, inflate output, compression scratch) is given back now rather than
   // at the next feed(), so an idle connection does not keep it; so is the output
-  // buffer once drained, however small (the next send allocates one again). A message still being reassembled is kept. Cheap
-  // when there is nothing to give back. With config::retain_storage, the only way
-  // storage is given back: call it when the connection goes idle.
+  // buffer once drained, however small (the next send allocates one again). A message
+  // still being reassembled is kept. Cheap when there is nothing to give back. With
+  // config::retain_storage, the only way storage is given back: call it when the
+  // connection goes idle.
   void release_storage() noexcept;
   // Heap bytes this connection holds: output, reassembly, control and compression
   // buffers (not zlib's own state; see docs/deflate.md).
