@@ -46,7 +46,7 @@ import tempfile
 import time
 
 from checks import check, run_check, runnable, summary
-from serving import ChatClient, Redis, RedisConn, Server, chat_round, deliveries, finish, free_port, redis_exe
+from serving import ChatClient, Redis, Server, chat_round, deliveries, finish, free_port, redis_exe
 
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tools/ws6455"
 SERVE_ARGS = sys.argv[2:]
@@ -550,19 +550,10 @@ def members_of(c, room):
     return sorted(lists[-1]) if lists and isinstance(lists[-1], list) else None
 
 
-def redis_call(redis, *args):
-    conn = RedisConn(redis.port)
-    try:
-        conn.send(*args)
-        return conn.reply()
-    finally:
-        conn.close()
-
-
 async def until_gone(redis, keys, timeout=10):
     """Until none of `keys` exists in Redis (bounded)."""
     deadline = time.monotonic() + timeout
-    while keys and time.monotonic() < deadline and redis_call(redis, "EXISTS", *keys) != 0:
+    while keys and time.monotonic() < deadline and redis.call("EXISTS", *keys) != 0:
         await asyncio.sleep(0.1)
 
 
@@ -604,8 +595,8 @@ async def presence():
 
         # A's session key lapses (here: deleted): A notices at its next renewal (every
         # 1 s) and registers its members under a new session.
-        keys = redis_call(redis, "KEYS", f"ws6455:chat:session:{pa.instance}.*")
-        redis_call(redis, "DEL", *keys)
+        keys = redis.call("KEYS", f"ws6455:chat:session:{pa.instance}.*")
+        redis.call("DEL", *keys)
         await asyncio.sleep(1.5)
         n3 = await newcomer(b, "n3")
         check("g: after its session key lapsed, an instance's members are listed again (a new session)",
@@ -615,23 +606,21 @@ async def presence():
         await pc.join("c-only")
         check("g: a newcomer on a third instance lists all three instances' members",
               members_of(pc, "who") == ["n1", "n2", "n3", "pa", "pc"], repr(pc.log[-3:]))
-        c_keys = redis_call(redis, "KEYS", f"ws6455:chat:session:{pc.instance}.*")
+        c_keys = redis.call("KEYS", f"ws6455:chat:session:{pc.instance}.*")
         c.stop(signal.SIGKILL)
         await until_gone(redis, c_keys)  # C's --redis-presence-ttl is 1 s
         n4 = await newcomer(a, "n4")
         check("g: a SIGKILLed instance's members are not listed once its session expired (1 s)",
               members_of(n4, "who") == ["n1", "n2", "n3", "n4", "pa"], repr(n4.log[-3:]))
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline and redis_call(redis, "EXISTS", "ws6455:chat:members:c-only") != 0:
-            await asyncio.sleep(0.2)
+        await until_gone(redis, ["ws6455:chat:members:c-only"], 8)
         check("g: the members hash of a room only the SIGKILLed instance had expires (3 TTLs)",
-              redis_call(redis, "EXISTS", "ws6455:chat:members:c-only") == 0)
+              redis.call("EXISTS", "ws6455:chat:members:c-only") == 0)
 
         # Restarted under the same --instance after a crash: its earlier members stay gone.
         d = instance("presence-D", redis.url(), "--instance", "fixed", "--redis-presence-ttl", "1")
         await d.wait_redis(True, 15)
         await newcomer(d, "ghost", "d-room")
-        d_keys = redis_call(redis, "KEYS", "ws6455:chat:session:fixed.*")
+        d_keys = redis.call("KEYS", "ws6455:chat:session:fixed.*")
         d.stop(signal.SIGKILL)
         d = instance("presence-D2", redis.url(), "--instance", "fixed", "--redis-presence-ttl", "1")
         await d.wait_redis(True, 15)
@@ -656,7 +645,7 @@ async def presence():
               members_of(n7, "who") == ["n1", "n4", "n6", "n7", "pa"], repr(n7.log[-3:]))
         await asyncio.gather(*(cl.close() for cl in clients))
         await stop_cleanly("g", a, d)
-        left = redis_call(redis, "KEYS", "ws6455:chat:*")
+        left = redis.call("KEYS", "ws6455:chat:*")
         check("g: nothing of the instances left in Redis after their clean stops (fields and session keys)",
               left == [], repr(left))
     finally:

@@ -421,12 +421,7 @@ void redis_bus::start_session() {
 // Deletes a session's fields and key (what a skipped command leaves, the members
 // script removes, or the hash's expiry).
 void redis_bus::end_session(const std::string& session, const std::set<std::pair<std::string, std::string>>& fields) {
-  for (const auto& [room, name] : fields) {
-    const std::string hash = members_key(room);
-    const std::string field = session + '\n' + name;
-    (void)bounded_command(hash.size() + field.size(), "HDEL %b %b", hash.data(), hash.size(), field.data(),
-                          field.size());
-  }
+  for (const auto& [room, name] : fields) (void)forget(session, room, name);
   const std::string key = session_key(session);
   (void)bounded_command(key.size(), "DEL %b", key.data(), key.size());
 }
@@ -472,21 +467,28 @@ void redis_bus::renew_cb(redisAsyncContext* ac, void* reply, void* priv) {
 
 void redis_bus::set_present(const std::string& room, const std::string& name, bool present) {
   if (!up_ || session_.empty()) return;  // registered again on connecting
-  const std::string key = members_key(room);
-  const std::string field = session_ + '\n' + name;
   bool sent;
   if (present) {
+    const std::string key = members_key(room);
+    const std::string field = session_ + '\n' + name;
     sent = bounded_command(key.size() + field.size(), "HSET %b %b 1", key.data(), key.size(), field.data(),
                            field.size()) &&
            bounded_command(key.size() + 24, "PEXPIRE %b %lld", key.data(), key.size(),
                            static_cast<long long>(3 * o_.presence_ttl_ms));
     registered_.emplace(room, name);
   } else {
-    sent = bounded_command(key.size() + field.size(), "HDEL %b %b", key.data(), key.size(), field.data(),
-                           field.size());
+    sent = forget(session_, room, name);
     registered_.erase({room, name});
   }
   if (!sent) presence_dirty_ = true;
+}
+
+// `session`'s field for `name` in `room`'s hash goes.
+bool redis_bus::forget(const std::string& session, const std::string& room, const std::string& name) {
+  const std::string key = members_key(room);
+  const std::string field = session + '\n' + name;
+  return bounded_command(key.size() + field.size(), "HDEL %b %b", key.data(), key.size(), field.data(),
+                         field.size());
 }
 
 void redis_bus::members(const std::string& room, members_fn done) {

@@ -125,6 +125,7 @@ class redis_bus {
   void on_sub_reply(void* reply);
   void on_publish_reply(void* reply, std::size_t bytes);
   void start_session();
+  bool forget(const std::string& session, const std::string& room, const std::string& name);
   void end_session(const std::string& session, const std::set<std::pair<std::string, std::string>>& fields);
   void renew_session();
   void arm_renew();
